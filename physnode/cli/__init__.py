@@ -1,0 +1,1 @@
+"""The ``physnode`` command line: a thin typer layer over the library."""

@@ -1,0 +1,66 @@
+"""Typed exceptions of physnode.
+
+Every failure the library can report derives from :class:`PhysnodeError`; each class says in its
+docstring what to change. Input errors also derive from :class:`ValueError` (or :class:`TypeError`)
+so generic ``except ValueError`` handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class PhysnodeError(Exception):
+    """Base class of every error physnode raises on purpose."""
+
+
+class InvalidInputError(PhysnodeError, ValueError):
+    """An argument has the wrong value (shape, range, ordering, unknown name). Fix the argument."""
+
+
+class InvalidTimeGridError(InvalidInputError):
+    """The time grid is not 1-D, has fewer than 2 points, is not finite or not strictly monotone."""
+
+
+class ShapeMismatchError(InvalidInputError):
+    """The function returned a derivative whose shape differs from the state's."""
+
+
+class DtypeMismatchError(PhysnodeError, TypeError):
+    """A tensor has an unsupported dtype (use float32 or float64) or disagrees with the state's."""
+
+
+class DeviceMismatchError(InvalidInputError):
+    """Tensors live on different devices; move them all to the state's device."""
+
+
+class UnknownOptionError(InvalidInputError):
+    """An ``options`` key is not recognised; the message lists the valid keys."""
+
+
+class SolverError(PhysnodeError, RuntimeError):
+    """The integration could not be completed. ``t`` holds the time where it stopped."""
+
+    def __init__(self, message: str, t: float | None = None) -> None:
+        super().__init__(message)
+        self.t = t
+
+
+class MaxStepsReachedError(SolverError):
+    """The solver hit ``max_steps``. Increase ``options["max_steps"]``, loosen rtol/atol, or
+    shorten the time span."""
+
+
+class StepSizeTooSmallError(SolverError):
+    """The step size fell below the floor: the problem is stiff or singular there (a close
+    encounter, a blow-up). Loosen the tolerances, add softening, or lower ``min_step``."""
+
+
+class NonFiniteError(SolverError):
+    """The state or its derivative became NaN or infinite."""
+
+
+class DataError(PhysnodeError, ValueError):
+    """A data file is missing, unreadable or does not follow the documented layout."""
+
+
+class FileExistsOutputError(PhysnodeError, FileExistsError):
+    """The output file exists already; pass ``overwrite=True`` (CLI: ``--overwrite``)."""

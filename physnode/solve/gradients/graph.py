@@ -1,0 +1,62 @@
+"""``backprop`` and ``naive``: autograd through the solve itself.
+
+``backprop`` differentiates the accepted steps with the step sizes held constant (the controller
+is detached) — what torchdiffeq's ``odeint`` does; ACA must equal it to rounding. ``naive``
+differentiates everything, rejected trials and the step-size controller included (the deep graph
+the ACA paper avoids). Both keep the whole graph in memory until backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from physnode.solve.gradients.common import Problem, fill_none, time_gradient
+from physnode.solve.integrate import integrate
+from physnode.solve.stepper import RHS
+
+
+class GraphFunction(torch.autograd.Function):
+    """``ys = GraphFunction.apply(problem, naive, t, y0, *params)``."""
+
+    @staticmethod
+    def forward(ctx, problem: Problem, naive: bool, t: torch.Tensor, y0: torch.Tensor, *params):
+        rhs = RHS(problem.func, y0, problem.stats, "nfe_forward")
+        y_leaf = y0.detach().requires_grad_(True)
+        with torch.enable_grad():
+            traj = integrate(
+                rhs,
+                problem.tab,
+                problem.t_out,
+                y_leaf,
+                problem.rtol,
+                problem.atol,
+                problem.options,
+                problem.stats,
+                naive=naive,
+            )
+            ys_graph = torch.stack(traj.ys)
+        ctx.problem = problem
+        ctx.graph = (y_leaf, ys_graph)
+        ctx.params = params
+        ctx.t_meta = (t.dtype, t.device)
+        return ys_graph.detach()
+
+    @staticmethod
+    def backward(ctx, grad_ys: torch.Tensor):
+        problem: Problem = ctx.problem
+        y_leaf, ys_graph = ctx.graph
+        params = ctx.params
+        # exclude ys[0] (= y0 itself) so that the y0 gradient below is the flow's share only
+        with torch.enable_grad():
+            grads = torch.autograd.grad(
+                ys_graph[1:], [y_leaf, *params], grad_ys[1:], allow_unused=True
+            )
+        flow = grads[0] if grads[0] is not None else torch.zeros_like(y_leaf)
+        grad_t = None
+        if ctx.needs_input_grad[2]:
+            rhs = RHS(problem.func, y_leaf, problem.stats, "nfe_backward")
+            grad_t = time_gradient(
+                rhs, problem.t_out, ys_graph.detach(), grad_ys, flow, *ctx.t_meta
+            )
+        ctx.graph = None
+        return (None, None, grad_t, flow + grad_ys[0], *fill_none(grads[1:], params))
