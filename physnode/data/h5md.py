@@ -1,0 +1,620 @@
+"""Trajectory files: H5MD 1.1 layout in HDF5.
+
+The layout (documented path by path in ``docs/FORMAT.md``)::
+
+    /h5md                        +version = [1, 1]
+        author                   +name
+        creator                  +name = "physnode", +version, +physnode_format_version
+    /particles/bodies            (+ensemble_size, +body_names)
+        box                      +dimension = D, +boundary = [b"none"] * D
+        position/{value (T, N, D), time (T,), step (T,)}
+        velocity/{value, time, step}      time and step: hard links to position's
+        mass (N,)
+    /observables
+        energy/{value (T,), time, step}
+        state/{value (T, S), time, step}  +names (non-particle systems)
+    /parameters                  +system, +G, run settings ...
+
+A single trajectory is plain H5MD; an ensemble of B members stores its B*N bodies as one particle
+group of B*N particles (member-major) and marks it with ``ensemble_size = B``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from physnode._version import __version__
+from physnode.data.atomic import atomic_write
+from physnode.data.trajectory import Trajectory
+from physnode.errors import DataError, InvalidInputError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PARTICLE_GROUP",
+    "describe",
+    "read_trajectory",
+    "write_trajectory",
+]
+
+FORMAT_VERSION = 1
+"""Version of physnode's conventions on top of H5MD; stored as
+``/h5md/creator`` attribute ``physnode_format_version``. Bump it on any incompatible change."""
+
+PARTICLE_GROUP = "bodies"
+"""Name of the particle group physnode writes: ``/particles/bodies``."""
+
+H5MD_VERSION = (1, 1)
+
+_NOT_A_TRAJECTORY = "not a physnode/H5MD trajectory"
+
+
+# ====================================================================== writing
+def write_trajectory(
+    path: str | os.PathLike[str],
+    traj: Trajectory,
+    *,
+    overwrite: bool = False,
+    author: str | None = None,
+) -> Path:
+    """Write ``traj`` to ``path`` in the H5MD 1.1 layout of ``docs/FORMAT.md``, all-or-nothing.
+
+    Arrays are stored exactly (float64 values and times, int64 steps 0..T-1), so
+    :func:`read_trajectory` returns bit-identical arrays.
+
+    Args:
+        path: the output ``.h5`` file. Its directory must exist.
+        traj: the trajectory (single or ensemble, particle or non-particle).
+        overwrite: replace an existing file. Without it an existing file raises
+            :class:`~physnode.errors.FileExistsOutputError` and is left untouched.
+        author: stored as ``/h5md/author`` attribute ``name`` (H5MD requires one); default
+            ``"unknown"``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InvalidInputError: ``traj`` is not a Trajectory, or a parameter value cannot be stored
+            (the message names the key).
+        FileExistsOutputError: ``path`` exists and ``overwrite`` is False.
+    """
+    if not isinstance(traj, Trajectory):
+        raise InvalidInputError(f"traj must be a Trajectory; got {type(traj).__name__}")
+    _check_parameters(traj.parameters, "parameters")  # fail before anything touches the disk
+    path = Path(path)
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        # libver v108 = HDF5 file format version 2, the version H5MD recommends.
+        with h5py.File(tmp, "w", libver=("v108", "v108")) as f:
+            _write(f, traj, author if author is not None else "unknown")
+    return path
+
+
+def _write(f: h5py.File, traj: Trajectory, author: str) -> None:
+    h5md = f.create_group("h5md")
+    h5md.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
+    h5md.create_group("author").attrs["name"] = str(author)
+    creator = h5md.create_group("creator")
+    creator.attrs["name"] = "physnode"
+    creator.attrs["version"] = __version__
+    creator.attrs["physnode_format_version"] = np.int32(FORMAT_VERSION)
+
+    n_times = traj.n_times
+    clock: list[h5py.Dataset] = []  # the one (time, step) pair every element links to
+
+    def element(parent: h5py.Group, name: str, value: np.ndarray) -> h5py.Group:
+        group = parent.create_group(name)
+        group.create_dataset("value", data=value, maxshape=(None, *value.shape[1:]), chunks=True)
+        if not clock:
+            clock.append(
+                group.create_dataset("time", data=traj.times, maxshape=(None,), chunks=True)
+            )
+            clock.append(
+                group.create_dataset(
+                    "step", data=np.arange(n_times, dtype=np.int64), maxshape=(None,), chunks=True
+                )
+            )
+        else:  # hard links: one time grid, stored once
+            group["time"] = clock[0]
+            group["step"] = clock[1]
+        return group
+
+    n_members = traj.n_members
+    if traj.positions is not None:
+        n_bodies, dim = traj.positions.shape[-2:]
+        flat = (n_times, (n_members or 1) * n_bodies, dim)  # ensemble: member-major particles
+        bodies = f.create_group(f"particles/{PARTICLE_GROUP}")
+        if n_members is not None:
+            bodies.attrs["ensemble_size"] = np.int64(n_members)
+        if traj.body_names is not None:
+            bodies.attrs["body_names"] = np.array(traj.body_names, dtype=h5py.string_dtype())
+        box = bodies.create_group("box")
+        box.attrs["dimension"] = np.int32(dim)
+        box.attrs["boundary"] = np.array([b"none"] * dim, dtype="S4")
+        element(bodies, "position", traj.positions.reshape(flat))
+        if traj.velocities is not None:
+            element(bodies, "velocity", traj.velocities.reshape(flat))
+        if traj.masses is not None:
+            if n_members is None:
+                mass = bodies.create_dataset("mass", data=traj.masses)
+            elif traj.masses.ndim == 1:
+                mass = bodies.create_dataset("mass", data=np.tile(traj.masses, n_members))
+            else:
+                mass = bodies.create_dataset("mass", data=traj.masses.reshape(-1))
+                mass.attrs["per_member"] = True
+
+    observables = f.create_group("observables")
+    if traj.state is not None:
+        state = element(observables, "state", traj.state)
+        if traj.state_names is not None:
+            state.attrs["names"] = np.array(traj.state_names, dtype=h5py.string_dtype())
+        if n_members is not None:
+            state.attrs["ensemble_size"] = np.int64(n_members)
+    if traj.energy is not None:
+        element(observables, "energy", traj.energy)
+
+    _write_parameters(f.create_group("parameters", track_order=True), traj.parameters)
+
+
+def _check_parameters(params: Mapping[str, Any], where: str) -> None:
+    for key, value in params.items():
+        if not isinstance(key, str) or not key or "/" in key or key == ".":
+            raise InvalidInputError(
+                f"{where}: parameter name {key!r} cannot be stored; use a non-empty string "
+                "without '/'"
+            )
+        if isinstance(value, Mapping):
+            _check_parameters(value, f"{where}.{key}")
+        else:
+            _attr_value(value, f"{where}.{key}")
+
+
+def _attr_value(value: Any, where: str) -> Any:
+    """The HDF5 attribute value for one parameter; InvalidInputError if it has no faithful one."""
+    if value is None:
+        return h5py.Empty("f8")
+    if isinstance(value, (bool, np.bool_)):
+        return np.bool_(value)
+    if isinstance(value, (int, np.integer)):
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise InvalidInputError(f"{where} = {value} does not fit in int64")
+        return value if isinstance(value, np.integer) else np.int64(value)
+    if isinstance(value, (float, np.floating)):
+        return value if isinstance(value, np.floating) else np.float64(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(np.ravel(np.asarray(value, dtype=object)))
+        n_str = sum(isinstance(x, (str, np.str_)) for x in items)
+        if 0 < n_str < len(items):  # numpy would silently turn the numbers into strings
+            raise InvalidInputError(
+                f"{where} = {value!r} mixes strings and other values; an HDF5 attribute holds "
+                "one type"
+            )
+        arr = np.asarray(value)
+        if arr.dtype.kind in "biuf":
+            return arr
+        if arr.dtype.kind in "US" or (
+            arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr.ravel())
+        ):
+            return np.array([str(x) for x in arr.ravel()], dtype=h5py.string_dtype()).reshape(
+                arr.shape
+            )
+    raise InvalidInputError(
+        f"{where} = {value!r} ({type(value).__name__}) cannot be stored in an HDF5 attribute; "
+        "use str, bool, int, float, None, a list/array of numbers or strings, or a dict of those"
+    )
+
+
+def _write_parameters(group: h5py.Group, params: Mapping[str, Any]) -> None:
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            _write_parameters(group.create_group(key, track_order=True), value)
+        else:
+            group.attrs[key] = _attr_value(value, key)
+
+
+# ====================================================================== reading
+def read_trajectory(path: str | os.PathLike[str]) -> Trajectory:
+    """Read a trajectory written by :func:`write_trajectory` or by another program in this layout.
+
+    Accepted beyond what physnode writes: velocities, masses, ``step``, ``box``, ``/h5md`` or
+    ``/parameters`` absent; a particle group with another name when it is the only one
+    (e.g. LAMMPS's ``/particles/all``); ``time`` and/or ``step`` stored as H5MD 1.1 scalars
+    (fixed interval, optional ``offset`` attribute: ``time[i] = offset + i * time``); no ``time``
+    at all (the step numbers are used as times); float32 values (converted to float64).
+
+    Returns:
+        A validated :class:`Trajectory` (time-first arrays, see its docstring).
+
+    Raises:
+        DataError: the file does not exist, is not HDF5, or breaks the layout; the message starts
+            with the file name and names the offending HDF5 path (missing element, NaN/inf in a
+            value, non-increasing or mismatched time, wrong shape).
+    """
+    path = Path(path)
+    with _open(path) as f:
+        try:
+            return _read(f, path)
+        except InvalidInputError as err:  # the Trajectory constructor's own checks
+            raise DataError(f"{path}: {err}") from err
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a trajectory file")
+    try:
+        is_hdf5 = h5py.is_hdf5(path)
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err})") from err
+    if not is_hdf5:
+        raise DataError(
+            f"{path}: not an HDF5 file — physnode trajectories are HDF5 (H5MD layout, see "
+            "docs/FORMAT.md)"
+        )
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path}: could not be opened as HDF5 ({err}); is it truncated?") from err
+
+
+def _check_versions(f: h5py.File, path: Path) -> None:
+    h5md = f.get("h5md")
+    if not isinstance(h5md, h5py.Group):
+        return  # tolerated on read: some writers omit /h5md
+    version = h5md.attrs.get("version")
+    if version is not None:
+        v = np.atleast_1d(np.asarray(version))
+        if v.size < 1 or int(v[0]) != H5MD_VERSION[0]:
+            raise DataError(
+                f"{path}: /h5md version {v.tolist()} is not supported; physnode reads H5MD 1.x"
+            )
+    creator = h5md.get("creator")
+    if isinstance(creator, h5py.Group) and "physnode_format_version" in creator.attrs:
+        fmt = int(np.asarray(creator.attrs["physnode_format_version"]))
+        if fmt > FORMAT_VERSION:
+            raise DataError(
+                f"{path}: written with physnode format version {fmt}, newer than this physnode "
+                f"({__version__}, format {FORMAT_VERSION}) can read; upgrade physnode"
+            )
+
+
+def _particle_group(f: h5py.File, path: Path) -> h5py.Group | None:
+    particles = f.get("particles")
+    if not isinstance(particles, h5py.Group):
+        return None
+    if PARTICLE_GROUP in particles:
+        group = particles[PARTICLE_GROUP]
+        if not isinstance(group, h5py.Group):
+            raise DataError(f"{path}: /particles/{PARTICLE_GROUP} is not a group")
+        return group
+    groups = [k for k, v in particles.items() if isinstance(v, h5py.Group)]
+    if len(groups) == 1:
+        return particles[groups[0]]
+    if len(groups) > 1:
+        raise DataError(
+            f"{path}: /particles holds several particle groups ({', '.join(groups)}) and no "
+            f"/particles/{PARTICLE_GROUP}; physnode reads one group of bodies"
+        )
+    return None
+
+
+def _read(f: h5py.File, path: Path) -> Trajectory:
+    _check_versions(f, path)
+    bodies = _particle_group(f, path)
+    observables = f.get("observables")
+    if observables is not None and not isinstance(observables, h5py.Group):
+        raise DataError(f"{path}: /observables is not a group")
+    state_group = observables.get("state") if observables is not None else None
+
+    if bodies is None and state_group is None:
+        raise DataError(
+            f"{path}: /particles/{PARTICLE_GROUP}/position/value is missing — "
+            f"{_NOT_A_TRAJECTORY} (a non-particle trajectory has /observables/state/value instead)"
+        )
+
+    clock: list[tuple[str, np.ndarray]] = []  # the first element's time grid
+
+    def same_grid(name: str, times: np.ndarray) -> None:
+        if not clock:
+            clock.append((name, times))
+            return
+        ref_name, ref = clock[0]
+        if not np.array_equal(times, ref):
+            raise DataError(
+                f"{path}: {name}/time ({times.shape[0]} samples) differs from {ref_name}/time "
+                f"({ref.shape[0]} samples); physnode needs all elements on one time grid"
+            )
+
+    kwargs: dict[str, Any] = {}
+    n_members: int | None = None
+    if bodies is not None:
+        base = bodies.name
+        if "position" not in bodies:
+            raise DataError(f"{path}: {base}/position/value is missing — {_NOT_A_TRAJECTORY}")
+        pos, times = _read_element(bodies["position"], path)
+        same_grid(f"{base}/position", times)
+        if pos.ndim != 3:
+            raise DataError(
+                f"{path}: {base}/position/value has shape {pos.shape}; expected (T, N, D)"
+            )
+        n_particles, dim = pos.shape[1:]
+        _check_box(bodies, dim, path)
+        n_members = _ensemble_size(bodies, path)
+        n_bodies = n_particles
+        if n_members is not None:
+            if n_members < 1 or n_particles % n_members:
+                raise DataError(
+                    f"{path}: {base} has ensemble_size = {n_members}, which does not divide its "
+                    f"{n_particles} particles"
+                )
+            n_bodies = n_particles // n_members
+        unflat = pos.shape if n_members is None else (pos.shape[0], n_members, n_bodies, dim)
+        kwargs["positions"] = pos.reshape(unflat)
+        if "velocity" in bodies:
+            vel, vtimes = _read_element(bodies["velocity"], path)
+            same_grid(f"{base}/velocity", vtimes)
+            if vel.shape != pos.shape:
+                raise DataError(
+                    f"{path}: shape mismatch: {base}/velocity/value has shape {vel.shape} but "
+                    f"{base}/position/value has shape {pos.shape}"
+                )
+            kwargs["velocities"] = vel.reshape(unflat)
+        if "mass" in bodies:
+            kwargs["masses"] = _read_masses(bodies["mass"], n_particles, n_members, path)
+        if "body_names" in bodies.attrs:
+            kwargs["body_names"] = tuple(_strings(bodies.attrs["body_names"]))
+
+    if state_group is not None:
+        state, stimes = _read_element(state_group, path)
+        same_grid("/observables/state", stimes)
+        if state.ndim == 1:
+            state = state[:, None]  # a scalar observable: one component
+        size = _ensemble_size(state_group, path)
+        if size is not None:
+            if state.ndim != 3 or state.shape[1] != size:
+                raise DataError(
+                    f"{path}: /observables/state has ensemble_size = {size} but value has shape "
+                    f"{state.shape}; expected (T, {size}, S)"
+                )
+        elif state.ndim != 2:
+            raise DataError(
+                f"{path}: /observables/state/value has shape {state.shape}; expected (T, S)"
+            )
+        if bodies is not None and size != n_members:
+            raise DataError(
+                f"{path}: /observables/state and {bodies.name} disagree on ensemble_size "
+                f"({size} vs {n_members})"
+            )
+        kwargs["state"] = state
+        if "names" in state_group.attrs:
+            kwargs["state_names"] = tuple(_strings(state_group.attrs["names"]))
+
+    if observables is not None and "energy" in observables:
+        energy, etimes = _read_element(observables["energy"], path)
+        same_grid("/observables/energy", etimes)
+        kwargs["energy"] = energy
+
+    params = f.get("parameters")
+    kwargs["parameters"] = _read_parameters(params) if isinstance(params, h5py.Group) else {}
+    return Trajectory(clock[0][1], **kwargs)
+
+
+def _read_element(group: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(value, times)`` of an H5MD time-dependent element, both float64 and checked."""
+    name = group.name
+    if not isinstance(group, h5py.Group):
+        raise DataError(
+            f"{path}: {name} is a dataset; physnode expects a time-dependent H5MD element "
+            f"(a group with value, time, step)"
+        )
+    if "value" not in group:
+        raise DataError(f"{path}: {name}/value is missing — {_NOT_A_TRAJECTORY}")
+    value = _numeric(group["value"], f"{name}/value", path)
+    if value.ndim == 0 or value.shape[0] == 0:
+        raise DataError(f"{path}: {name}/value has shape {value.shape}; it holds no samples")
+    n = value.shape[0]
+    times = _read_times(group, n, path)
+    bad = ~np.isfinite(value)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        raise DataError(
+            f"{path}: {name}/value holds NaN or inf (first at time index {i}, t = {times[i]!r})"
+        )
+    return value, times
+
+
+def _read_times(group: h5py.Group, n: int, path: Path) -> np.ndarray:
+    name = group.name
+    step = group.get("step")
+    steps = None
+    if step is not None:
+        steps = _fixed_or_series(step, n, f"{name}/step", path)
+    if "time" in group:
+        times = _fixed_or_series(group["time"], n, f"{name}/time", path)
+        where = f"{name}/time"
+    elif steps is not None:
+        times, where = steps, f"{name}/step (no time dataset: steps used as times)"
+    else:
+        raise DataError(f"{path}: {name} has neither time nor step — {_NOT_A_TRAJECTORY}")
+    if not np.isfinite(times).all():
+        raise DataError(f"{path}: {where} holds NaN or inf")
+    diffs = np.diff(times)
+    if (diffs <= 0).any():
+        i = int(np.argmax(diffs <= 0))
+        raise DataError(
+            f"{path}: {where} is not strictly increasing: entry {i + 1} = {times[i + 1]!r} "
+            f"<= entry {i} = {times[i]!r}"
+        )
+    return times
+
+
+def _fixed_or_series(ds: Any, n: int, name: str, path: Path) -> np.ndarray:
+    """An H5MD ``time``/``step``: a (T,) series, or a scalar interval with optional ``offset``."""
+    data = _numeric(ds, name, path)
+    if data.ndim == 0:  # H5MD 1.1 fixed interval: x[i] = offset + i * interval
+        offset = float(np.asarray(ds.attrs.get("offset", 0)))
+        return offset + np.arange(n, dtype=np.float64) * float(data)
+    if data.ndim != 1 or data.shape[0] != n:
+        raise DataError(
+            f"{path}: mismatched lengths: {name} has shape {data.shape} but the value has {n} "
+            "samples"
+        )
+    return data
+
+
+def _numeric(ds: Any, name: str, path: Path) -> np.ndarray:
+    if not isinstance(ds, h5py.Dataset):
+        raise DataError(f"{path}: {name} is not a dataset")
+    if ds.dtype.kind not in "fiu":
+        raise DataError(f"{path}: {name} has dtype {ds.dtype}; expected numbers")
+    return np.asarray(ds[()], dtype=np.float64)
+
+
+def _check_box(bodies: h5py.Group, dim: int, path: Path) -> None:
+    box = bodies.get("box")
+    if box is None or "dimension" not in box.attrs:
+        return  # tolerated on read
+    box_dim = int(np.asarray(box.attrs["dimension"]))
+    if box_dim != dim:
+        raise DataError(
+            f"{path}: shape mismatch: {bodies.name}/box has dimension {box_dim} but positions "
+            f"have {dim} components"
+        )
+
+
+def _ensemble_size(group: h5py.Group, path: Path) -> int | None:
+    if "ensemble_size" not in group.attrs:
+        return None
+    size = np.asarray(group.attrs["ensemble_size"])
+    if size.ndim != 0 or size.dtype.kind not in "iu":
+        raise DataError(f"{path}: {group.name} attribute ensemble_size must be an integer")
+    return int(size)
+
+
+def _read_masses(ds: Any, n_particles: int, n_members: int | None, path: Path) -> np.ndarray:
+    name = ds.name
+    if isinstance(ds, h5py.Group):
+        raise DataError(f"{path}: {name} is time-dependent; physnode needs constant masses")
+    masses = _numeric(ds, name, path)
+    if masses.ndim == 0:
+        masses = np.full(n_particles, float(masses))
+    if masses.shape != (n_particles,):
+        raise DataError(
+            f"{path}: shape mismatch: {name} has shape {masses.shape} but there are "
+            f"{n_particles} particles"
+        )
+    if n_members is None:
+        return masses
+    per_member = masses.reshape(n_members, -1)
+    if bool(ds.attrs.get("per_member", False)) or not (per_member == per_member[0]).all():
+        return per_member
+    return per_member[0].copy()
+
+
+def _strings(value: Any) -> list[str]:
+    arr = np.atleast_1d(np.asarray(value, dtype=object))
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in arr.ravel()]
+
+
+def _python_value(value: Any) -> Any:
+    if isinstance(value, h5py.Empty):
+        return None
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OSU":
+            strings = _strings(value)
+            return strings if value.ndim == 1 else np.array(strings).reshape(value.shape)
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _read_parameters(group: h5py.Group) -> dict[str, Any]:
+    params: dict[str, Any] = {k: _python_value(v) for k, v in group.attrs.items()}
+    for key, sub in group.items():
+        if isinstance(sub, h5py.Group):
+            params[key] = _read_parameters(sub)
+    return params
+
+
+# ====================================================================== summary
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A summary of a trajectory file, for ``physnode info``; plain Python values (JSON-ready).
+
+    Keys: ``path``, ``system`` (``parameters["system"]`` or None), ``kind`` (``"particles"`` or
+    ``"state"``), ``n_bodies``, ``dim``, ``n_members`` (None unless an ensemble), ``n_times``,
+    ``t_start``, ``t_end``, ``has_velocities``, ``masses`` (list or None), ``body_names``,
+    ``state_names``, ``parameters`` (arrays as lists), ``noise`` (``{"std", "seed", "relative"}``
+    when ``noise_std`` is a non-zero parameter, else None), ``energy_drift`` (max relative drift
+    ``max|E - E0| / |E0|``, absolute when ``E0 == 0``, None without energy), ``creator``,
+    ``author``, ``format_version``.
+
+    Raises:
+        DataError: as :func:`read_trajectory`.
+    """
+    path = Path(path)
+    traj = read_trajectory(path)
+    with h5py.File(path, "r") as f:
+        creator = f.get("h5md/creator")
+        author = f.get("h5md/author")
+        creator_text = None
+        fmt = None
+        if isinstance(creator, h5py.Group):
+            parts = [_python_value(creator.attrs.get(k)) for k in ("name", "version")]
+            creator_text = " ".join(str(p) for p in parts if p is not None) or None
+            if "physnode_format_version" in creator.attrs:
+                fmt = int(np.asarray(creator.attrs["physnode_format_version"]))
+        author_text = (
+            _python_value(author.attrs.get("name")) if isinstance(author, h5py.Group) else None
+        )
+
+    params = traj.parameters
+    noise = None
+    if params.get("noise_std"):
+        noise = {
+            "std": params["noise_std"],
+            "seed": params.get("noise_seed", params.get("seed")),
+            "relative": params.get("noise_relative"),
+        }
+    return {
+        "path": str(path),
+        "system": params.get("system"),
+        "kind": "particles" if traj.positions is not None else "state",
+        "n_bodies": traj.n_bodies,
+        "dim": traj.dim,
+        "n_members": traj.n_members,
+        "n_times": traj.n_times,
+        "t_start": float(traj.times[0]),
+        "t_end": float(traj.times[-1]),
+        "has_velocities": traj.velocities is not None,
+        "masses": None if traj.masses is None else traj.masses.tolist(),
+        "body_names": None if traj.body_names is None else list(traj.body_names),
+        "state_names": None if traj.state_names is None else list(traj.state_names),
+        "parameters": _plain(params),
+        "noise": noise,
+        "energy_drift": traj.energy_drift(),
+        "creator": creator_text,
+        "author": author_text,
+        "format_version": fmt,
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
