@@ -124,6 +124,13 @@ def solve(
     tab = METHODS[method]
     if not tab.adaptive and opts.first_step is not None:
         raise InvalidInputError(f"first_step applies to adaptive methods, not {method!r}")
+    eps = torch.finfo(y0.dtype).eps
+    if tab.adaptive and 0 < rtol < 0.1 * eps:
+        raise InvalidInputError(
+            f"rtol={rtol:g} is below what {y0.dtype} can resolve (machine epsilon {eps:.2g}): "
+            "the steps would shrink without end; use float64 or rtol >= "
+            f"{0.1 * eps:.2g}"
+        )
     params_list = _collect_params(func, params, y0)
     stats = SolverStats()
 

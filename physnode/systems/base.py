@@ -1,0 +1,170 @@
+"""Common interface of the dynamical systems and their constrained physical parameters.
+
+A :class:`System` is a ``torch.nn.Module`` whose ``forward(t, y)`` returns ``dy/dt``. Its physical
+parameters (masses, ``G``, ``g`` ...) are :class:`PhysicalParameter` submodules: frozen by default
+(the exact value is kept in a buffer) and made learnable on request with
+:meth:`System.set_learnable`. A positive parameter is then stored as an unconstrained raw value
+and read through ``softplus``, so it stays positive whatever the optimiser does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.functional import softplus
+
+from physnode.errors import InvalidInputError
+
+__all__ = ["PhysicalParameter", "System", "inverse_softplus"]
+
+
+def inverse_softplus(x: Tensor) -> Tensor:
+    """Inverse of ``softplus``: the raw value ``r`` with ``softplus(r) == x``, for ``x > 0``."""
+    return x + torch.log(-torch.expm1(-x))
+
+
+class PhysicalParameter(nn.Module):
+    """One physical parameter (scalar or tensor), frozen or learnable, positive or real.
+
+    Frozen: the exact value lives in the buffer ``value``. Learnable: the buffer is dropped and
+    the ``nn.Parameter`` ``raw`` holds ``inverse_softplus(value)`` (positive) or ``value`` (real).
+    Calling the module returns the current constrained value.
+    """
+
+    def __init__(self, name: str, value: float | Tensor, *, positive: bool = True) -> None:
+        super().__init__()
+        tensor = torch.as_tensor(value, dtype=torch.float64).detach().clone()
+        if not bool(torch.isfinite(tensor).all()):
+            raise InvalidInputError(f"{name} must be finite; got {tensor.tolist()}.")
+        if positive and not bool((tensor > 0).all()):
+            raise InvalidInputError(
+                f"{name} must be positive; got {tensor.tolist()}. Pass values > 0."
+            )
+        self.name = name
+        self.positive = positive
+        self.register_buffer("value", tensor)
+        self.raw: nn.Parameter | None = None
+
+    @property
+    def learnable(self) -> bool:
+        """Whether the parameter is an ``nn.Parameter`` seen by optimisers."""
+        return self.raw is not None
+
+    def set_learnable(self, learnable: bool = True) -> None:
+        """Switch between a frozen buffer and a learnable raw ``nn.Parameter``."""
+        if learnable and self.raw is None:
+            value = self.value
+            raw = inverse_softplus(value) if self.positive else value.clone()
+            self.raw = nn.Parameter(raw)
+            self.value = None
+        elif not learnable and self.raw is not None:
+            self.value = self().detach().clone()
+            self.raw = None
+
+    def forward(self) -> Tensor:
+        """The constrained value (positive parameters pass through ``softplus``)."""
+        if self.raw is None:
+            return self.value
+        return softplus(self.raw) if self.positive else self.raw
+
+
+class System(nn.Module):
+    """Base class: an ODE ``dy/dt = f(t, y)`` with named, optionally learnable parameters.
+
+    Subclasses set ``state_names`` and ``second_order`` (``True`` when the state is positions
+    then velocities and :meth:`acceleration` is provided), register their parameters with
+    :meth:`add_parameter` and implement :meth:`forward` and :meth:`default_y0`. ``separable``
+    is ``True`` when :meth:`acceleration` does not depend on the velocities (a separable
+    Hamiltonian ``T(p) + V(q, t)``), which is what the symplectic integrators need.
+
+    Every method takes a state ``y`` of shape ``(..., D)`` with any leading batch dimensions,
+    float32 or float64, on any device; parameters are cast to ``y``'s dtype and device.
+    """
+
+    state_names: list[str]
+    second_order: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params = nn.ModuleDict()
+
+    # -- parameters -------------------------------------------------------------------------
+    def add_parameter(self, name: str, value: float | Tensor, *, positive: bool = True) -> None:
+        """Register a physical parameter (frozen); ``positive`` ones are validated > 0."""
+        self.params[name] = PhysicalParameter(name, value, positive=positive)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of the physical parameters, in registration order."""
+        return tuple(self.params.keys())
+
+    def param(self, name: str, like: Tensor | None = None) -> Tensor:
+        """Current value of parameter ``name``, cast to ``like``'s dtype and device if given."""
+        value = self.params[name].forward()  # .forward(): no hooks to run, less overhead
+        if like is None or (value.dtype == like.dtype and value.device == like.device):
+            return value
+        return value.to(dtype=like.dtype, device=like.device)
+
+    def physical_parameters(self) -> dict[str, Tensor]:
+        """Current (constrained) values of all physical parameters, keyed by name."""
+        return {name: module() for name, module in self.params.items()}
+
+    def set_learnable(self, names: str | Iterable[str], learnable: bool = True) -> System:
+        """Make the named parameters learnable (or frozen again with ``learnable=False``).
+
+        Positive parameters are then optimised through ``softplus`` and stay positive. Returns
+        ``self``. Raises :class:`InvalidInputError` for names that are not parameters.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [n for n in names if n not in self.params]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown parameter(s) {unknown} for {type(self).__name__}; "
+                f"valid parameters are {list(self.parameter_names)}."
+            )
+        for name in names:
+            self.params[name].set_learnable(learnable)
+        return self
+
+    def _reference(self) -> Tensor:
+        """A tensor on the system's device (its first parameter), for creating states."""
+        return next(iter(self.params.values()))()
+
+    # -- dynamics ---------------------------------------------------------------------------
+    @property
+    def separable(self) -> bool:
+        """Whether :meth:`acceleration` ignores the velocities (symplectic integrators apply)."""
+        return False
+
+    @property
+    def dimension(self) -> int:
+        """Length ``D`` of the state vector."""
+        return len(self.state_names)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``dy/dt`` of shape ``y.shape``; ``t`` a 0-dim tensor (ignored if autonomous)."""
+        raise NotImplementedError
+
+    def acceleration(self, t: Tensor, q: Tensor, v: Tensor) -> Tensor:
+        """Second-order systems: ``d²q/dt²`` of shape ``q.shape`` for positions ``q`` and
+        velocities ``v`` of shape ``(..., D // 2)``."""
+        raise NotImplementedError(f"{type(self).__name__} is not a second-order system.")
+
+    def _second_order_forward(self, t: Tensor, y: Tensor) -> Tensor:
+        """``forward`` of a second-order system: ``(v, acceleration(t, q, v))``."""
+        q, v = y.chunk(2, dim=-1)
+        return torch.cat([v, self.acceleration(t, q, v)], dim=-1)
+
+    def default_y0(self, dtype: torch.dtype = torch.float64) -> Tensor:  # pragma: no cover
+        """A standard initial state of shape ``(D,)`` on the system's device."""
+        raise NotImplementedError
+
+    def invariants(self, y: Tensor) -> dict[str, Tensor]:
+        """Conserved quantities, each of shape ``y.shape[:-1]``; empty if there are none."""
+        return {}
+
+    def extra_repr(self) -> str:
+        values = {k: v.detach().cpu().tolist() for k, v in self.physical_parameters().items()}
+        return ", ".join(f"{k}={v}" for k, v in values.items())
