@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -38,7 +40,7 @@ def rot(t, y):
     ],
 )
 def test_invalid_time_grid(t, fragment):
-    with pytest.raises(InvalidTimeGridError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(InvalidTimeGridError, match=re.escape(fragment)):
         odeint(rot, Y0, t)
 
 
@@ -55,7 +57,7 @@ def test_bad_arguments_name_the_fix():
         odeint(rot, Y0, T, rtol=0, atol=0)
     with pytest.raises(InvalidInputError, match=">= 0"):
         odeint(rot, Y0, T, rtol=-1e-3)
-    with pytest.raises(DtypeMismatchError, match="float32 or torch.float64"):
+    with pytest.raises(DtypeMismatchError, match=r"float32 or torch\.float64"):
         odeint(rot, torch.tensor([1, 0]), T)
     with pytest.raises(InvalidInputError, match="shape"):
         odeint(rot, torch.tensor(1.0), T)

@@ -28,7 +28,7 @@ class Oscillator(nn.Module):
 
     def forward(self, t, y):
         x, v = y[..., 0], y[..., 1]
-        a = -self.w**2 * torch.sin(x) - self.c * v + 0.3 * torch.cos(1.7 * t)
+        a = -(self.w**2) * torch.sin(x) - self.c * v + 0.3 * torch.cos(1.7 * t)
         return torch.stack([v, a], -1)
 
 
