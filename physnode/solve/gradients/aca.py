@@ -82,5 +82,4 @@ class ACAFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_t = time_gradient(rhs, problem.t_out, ys, grad_ys, lam, *ctx.t_meta)
         grad_y0 = lam + grad_ys[0]
-        ctx.traj = None  # free the checkpoints
         return (None, grad_t, grad_y0, *fill_none(grad_params, params))

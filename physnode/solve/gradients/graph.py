@@ -58,5 +58,4 @@ class GraphFunction(torch.autograd.Function):
             grad_t = time_gradient(
                 rhs, problem.t_out, ys_graph.detach(), grad_ys, flow, *ctx.t_meta
             )
-        ctx.graph = None
         return (None, None, grad_t, flow + grad_ys[0], *fill_none(grads[1:], params))
