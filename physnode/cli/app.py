@@ -40,6 +40,10 @@ def _root(
     """Physics-informed modelling of dynamical systems: simulate, fit, plot."""
 
 
+# Each command module registers itself on ``app`` when imported.
+from physnode.cli import info, plot, simulate, systems  # noqa: E402, F401
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,33 @@
+"""``physnode plot FILE``: save a figure of a trajectory file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from physnode.cli._errors import handle_errors
+from physnode.cli.app import app
+
+console = Console(highlight=False)
+
+
+@app.command("plot")
+@handle_errors
+def plot_command(
+    path: Annotated[Path, typer.Argument(help="A trajectory file (.h5).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Image file (default: <input>.png beside the input)."),
+    ] = None,
+) -> None:
+    """Plot orbits and energy drift (particles) or a phase portrait (other systems)."""
+    from physnode.plot import plot_trajectory_file  # matplotlib only when plotting
+
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file", str(path))
+    out = output if output is not None else path.with_suffix(".png")
+    plot_trajectory_file(path, out)
+    console.print(f"wrote {out}")

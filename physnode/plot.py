@@ -1,0 +1,147 @@
+"""Plots of trajectories: ``plot_*(traj, ax=None) -> Axes``; never calls ``plt.show()``.
+
+matplotlib is imported lazily, so ``import physnode`` does not need it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from physnode.data import Trajectory, atomic_write, read_trajectory
+from physnode.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["plot_energy_drift", "plot_orbits", "plot_phase", "plot_trajectory_file"]
+
+
+def _axes(ax: Axes | None) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.figure().add_subplot()
+
+
+def _single(traj: Trajectory) -> Trajectory:
+    """Member 0 of an ensemble (plots show one trajectory), else ``traj``."""
+    return traj.member(0) if traj.is_ensemble else traj
+
+
+def plot_orbits(traj: Trajectory, ax: Axes | None = None) -> Axes:
+    """Body paths in the x–y plane (3-D runs are projected), one colour per body.
+
+    The start is marked ``o``, the end ``x``; equal aspect ratio.
+    """
+    traj = _single(traj)
+    if traj.positions is None:
+        raise InvalidInputError(
+            "plot_orbits needs a particle trajectory (positions); use plot_phase"
+        )
+    ax = _axes(ax)
+    names = traj.body_names or tuple(str(i + 1) for i in range(traj.n_bodies or 0))
+    for i, name in enumerate(names):
+        x = traj.positions[:, i, 0]
+        y = traj.positions[:, i, 1] if (traj.dim or 1) >= 2 else np.zeros_like(x)
+        (line,) = ax.plot(x, y, lw=1.0, label=f"body {name}")
+        ax.plot(x[0], y[0], "o", color=line.get_color())
+        ax.plot(x[-1], y[-1], "x", color=line.get_color())
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title("orbits (o start, x end)")
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def plot_energy_drift(traj: Trajectory, ax: Axes | None = None) -> Axes:
+    """Relative energy error ``|E(t) - E0| / |E0|`` on a log axis against time."""
+    traj = _single(traj)
+    if traj.energy is None:
+        raise InvalidInputError("this trajectory holds no energy to plot")
+    ax = _axes(ax)
+    e0 = traj.energy[0]
+    drift = np.abs(traj.energy - e0) / (abs(e0) if e0 != 0 else 1.0)
+    # Exact zeros (t = 0) cannot be shown on a log axis; floor them at the float64 epsilon.
+    ax.semilogy(traj.times, np.maximum(drift, np.finfo(np.float64).eps))
+    ax.set_xlabel("t")
+    ax.set_ylabel("|ΔE / E0|")
+    ax.set_title("energy drift")
+    return ax
+
+
+def plot_phase(traj: Trajectory, ax: Axes | None = None) -> Axes:
+    """Phase portrait of a state trajectory: component pairs (0, 1), (2, 3), ... on one axes
+    (a lone last component is plotted against the first)."""
+    traj = _single(traj)
+    if traj.state is None:
+        raise InvalidInputError("plot_phase needs a state trajectory; use plot_orbits")
+    ax = _axes(ax)
+    names = traj.state_names or tuple(f"y{i}" for i in range(traj.state.shape[-1]))
+    s = traj.state.shape[-1]
+    if s == 1:
+        ax.plot(traj.times, traj.state[:, 0])
+        ax.set_xlabel("t")
+        ax.set_ylabel(names[0])
+        return ax
+    pairs = [(i, i + 1) for i in range(0, s - 1, 2)]
+    if s % 2 == 1:
+        pairs.append((0, s - 1))
+    for i, j in pairs:
+        (line,) = ax.plot(
+            traj.state[:, i], traj.state[:, j], lw=1.0, label=f"{names[i]}–{names[j]}"
+        )
+        ax.plot(traj.state[0, i], traj.state[0, j], "o", color=line.get_color())
+    if len(pairs) == 1:
+        ax.set_xlabel(names[pairs[0][0]])
+        ax.set_ylabel(names[pairs[0][1]])
+    else:
+        ax.legend(loc="best", fontsize="small")
+    ax.set_title("phase portrait")
+    return ax
+
+
+def plot_trajectory_file(
+    path: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = True
+) -> Path:
+    """Read ``path`` and save a figure to ``out`` (format from its suffix), all-or-nothing.
+
+    Particle trajectories get orbits and, when stored, the energy drift; state trajectories a
+    phase portrait (and the energy drift when stored).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # file output only; never opens a window
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    fmt = out.suffix.lstrip(".").lower()
+    supported = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if fmt not in supported:
+        raise InvalidInputError(
+            f"cannot tell the image format from {out.name!r}; use one of "
+            f"{sorted('.' + k for k in supported)}"
+        )
+    traj = read_trajectory(path)
+    panels = 2 if traj.energy is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5), squeeze=False)
+    try:
+        main_plot: Any = plot_orbits if traj.positions is not None else plot_phase
+        main_plot(traj, axes[0, 0])
+        if panels == 2:
+            plot_energy_drift(traj, axes[0, 1])
+        system = traj.parameters.get("system", "")
+        preset = traj.parameters.get("preset")
+        fig.suptitle(f"{system}" + (f" ({preset})" if preset else ""))
+        fig.tight_layout()
+        with atomic_write(out, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120)
+    finally:
+        plt.close(fig)
+    return out

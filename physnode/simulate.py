@@ -1,0 +1,348 @@
+"""Simulate a registered system and return its sampled :class:`~physnode.data.Trajectory`.
+
+The library behind ``physnode simulate``; no CLI imports here::
+
+    from physnode.simulate import simulate
+    traj, summary = simulate("three-body", preset="figure-eight", periods=10, points=1000)
+    print(summary.energy_error)   # max |E - E0| / |E0| over the output points
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from physnode.data import Trajectory, add_noise
+from physnode.errors import InvalidInputError
+from physnode.solve import solve
+from physnode.solve.symplectic import METHODS as SYMPLECTIC_METHODS
+from physnode.solve.symplectic import integrate_symplectic
+from physnode.solve.tableaus import METHODS as RK_METHODS
+from physnode.systems import SYSTEMS, NBody, make_system, random_nbody, random_three_body_batch
+from physnode.systems import three_body as _three_body
+from physnode.systems.presets import get_preset
+
+__all__ = ["ALL_METHODS", "SimulationSummary", "simulate"]
+
+#: Every method name :func:`simulate` accepts: Runge–Kutta (adaptive or fixed) and symplectic.
+ALL_METHODS: tuple[str, ...] = (*RK_METHODS, *SYMPLECTIC_METHODS)
+
+_PARTICLE_PARAMS = ("G", "softening")  # what --param may change for three-body and n-body
+_N_CHUNKS = 20  # progress granularity; chunking is the same with or without a callback
+
+
+@dataclass(frozen=True)
+class SimulationSummary:
+    """What a run did.
+
+    Attributes:
+        energy_error: ``max_t |E(t) - E0| / |E0|`` of the clean trajectory (absolute when
+            ``E0 == 0``), or None for systems without an energy.
+        n_accepted, n_rejected: accepted and rejected steps (symplectic: steps taken, 0).
+        nfe: function evaluations of the vector field (symplectic: force evaluations).
+        wall_time: seconds spent integrating.
+        t_end: the final time reached. method: the integration method.
+    """
+
+    energy_error: float | None
+    n_accepted: int
+    n_rejected: int
+    nfe: int
+    wall_time: float
+    t_end: float
+    method: str
+
+
+def simulate(
+    system: str = "three-body",
+    *,
+    preset: str = "figure-eight",
+    periods: float | None = None,
+    t_end: float | None = None,
+    points: int = 1000,
+    noise: float = 0.0,
+    seed: int = 0,
+    method: str = "dop853",
+    rtol: float = 1e-12,
+    atol: float = 1e-12,
+    dim: int = 2,
+    device: str = "cpu",
+    bodies: int = 5,
+    params: Mapping[str, float] | None = None,
+    batch: int | None = None,
+    step_size: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[Trajectory, SimulationSummary]:
+    """Integrate ``system`` in float64 and sample it at ``points`` equally spaced times.
+
+    Args:
+        system: a name from :data:`physnode.systems.SYSTEMS` (``three-body``, ``n-body``,
+            ``pendulum``, ...).
+        preset: three-body preset (see :data:`physnode.systems.VALID_PRESETS`).
+        periods: run length in periods of a periodic three-body preset; exclusive with ``t_end``.
+            Default: 10 periods for periodic presets.
+        t_end: run length in time units; default 70 for ``pythagorean``, else 10.
+        points: number of output samples, >= 2 (including ``t = 0``).
+        noise: relative Gaussian noise level added to positions/velocities/state after the
+            energy is computed (the stored energy stays clean).
+        seed: seed of the ``random`` preset, of ``n-body`` starts, of batches and of the noise.
+        method: an adaptive Runge–Kutta method (``dop853``, ``dopri5``, ...), a fixed-step one
+            (``rk4``, ...) or a symplectic one (``leapfrog``, ``yoshida4``).
+        rtol, atol: tolerances of the adaptive methods.
+        dim: 2 or 3 (particle systems).
+        device: torch device for the integration (``cpu``, ``cuda``).
+        bodies: number of bodies of ``n-body``.
+        params: physical parameters overriding the system's defaults (three-body / n-body:
+            ``G``, ``softening``).
+        batch: three-body ensemble of ``batch`` perturbed figure-eight starts.
+        step_size: step of fixed-step and symplectic methods; default ``period / 2000`` or
+            ``t_end / 20000``.
+        progress: called with the completed fraction (0..1) after each chunk of output points.
+
+    Returns:
+        ``(trajectory, summary)``.
+
+    Raises:
+        InvalidInputError: unknown system, preset, method or parameter; bad run length or point
+            count. StepSizeTooSmallError and other solver errors propagate from the engine.
+    """
+    params = dict(params or {})
+    if method not in ALL_METHODS:
+        raise InvalidInputError(
+            f"unknown method {method!r}; valid methods are {list(ALL_METHODS)}."
+        )
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise InvalidInputError(f"points must be an integer >= 2; got {points!r}.")
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+        raise InvalidInputError(f"noise must be a finite number >= 0; got {noise!r}.")
+    if periods is not None and t_end is not None:
+        raise InvalidInputError("give either periods or t_end, not both.")
+
+    sys_module, y0, period, meta = _build(system, preset, dim, seed, bodies, params, batch)
+    span, run_info = _run_length(system, preset, period, periods, t_end)
+    meta.update(run_info)
+    meta.update(method=method, rtol=float(rtol), atol=float(atol), seed=int(seed))
+
+    if step_size is None:
+        step_size = (period / 2000.0) if period is not None else span / 20000.0
+    if not (math.isfinite(step_size) and step_size > 0):
+        raise InvalidInputError(f"step_size must be positive; got {step_size!r}.")
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device 'cuda' requested but no CUDA GPU is available; use cpu.")
+    sys_module = sys_module.to(dev)
+    y0 = y0.to(device=dev, dtype=torch.float64)
+    times = np.linspace(0.0, span, points)
+
+    start = time.perf_counter()
+    ys, n_acc, n_rej, nfe = _integrate(
+        sys_module, y0, times, method, rtol, atol, step_size, progress
+    )
+    wall = time.perf_counter() - start
+
+    energy = _energy(sys_module, ys)
+    ys_np = ys.detach().cpu().numpy()
+    traj = _trajectory(sys_module, times, ys_np, energy, meta)
+    energy_error = _energy_error(energy)
+    if noise > 0:
+        traj = add_noise(traj, float(noise), int(seed), relative=True)
+    else:
+        traj.parameters["noise_std"] = 0.0
+    summary = SimulationSummary(energy_error, n_acc, n_rej, nfe, wall, float(span), method)
+    return traj, summary
+
+
+# ------------------------------------------------------------------------------- building
+def _build(
+    system: str,
+    preset: str,
+    dim: int,
+    seed: int,
+    bodies: int,
+    params: dict[str, float],
+    batch: int | None,
+) -> tuple[torch.nn.Module, torch.Tensor, float | None, dict[str, Any]]:
+    """``(system_module, y0, period, parameters)`` for a run."""
+    if system not in SYSTEMS:
+        raise InvalidInputError(f"unknown system {system!r}; valid systems are {list(SYSTEMS)}.")
+    if system in ("three-body", "n-body"):
+        _check_particle_params(system, params)
+        if system == "three-body":
+            if batch is not None:
+                base, y0 = random_three_body_batch(int(batch), seed=seed, dim=dim)
+                period = get_preset("figure-eight").period
+                preset_name = "figure-eight-perturbed"
+            else:
+                base, y0, period = _three_body(preset, dim=dim, seed=seed)
+                preset_name = preset
+        else:
+            base, y0 = random_nbody(int(bodies), dim=dim, seed=seed)
+            period, preset_name = None, None
+        masses = base.masses.detach().cpu().numpy()
+        # make_system validates G > 0 and softening >= 0 with readable messages.
+        module = make_system(
+            "n-body",
+            masses=tuple(masses.tolist()),
+            dim=dim,
+            names=base.body_names,
+            **params,
+        )
+        meta: dict[str, Any] = {
+            "system": system,
+            "G": float(module.G),
+            "softening": float(module.softening),
+            "dim": int(dim),
+        }
+        if preset_name is not None:
+            meta["preset"] = preset_name
+        if system == "n-body":
+            meta["n_bodies"] = int(bodies)
+        if batch is not None:
+            meta["batch"] = int(batch)
+        return module, y0, period, meta
+    if batch is not None:
+        raise InvalidInputError("batch applies to the three-body system only.")
+    module = make_system(system, **params)
+    values = {k: v.detach().cpu().numpy() for k, v in module.physical_parameters().items()}
+    meta = {"system": system}
+    for key, value in values.items():
+        meta[key] = float(value) if value.ndim == 0 else value
+    y0 = module.default_y0()
+    period = None
+    return module, y0, period, meta
+
+
+def _check_particle_params(system: str, params: Mapping[str, float]) -> None:
+    unknown = sorted(set(params) - set(_PARTICLE_PARAMS))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown parameter(s) {unknown} for system {system!r}; "
+            f"valid parameters are {list(_PARTICLE_PARAMS)}."
+        )
+
+
+def _run_length(
+    system: str,
+    preset: str,
+    period: float | None,
+    periods: float | None,
+    t_end: float | None,
+) -> tuple[float, dict[str, Any]]:
+    """The final time and the parameters that describe it."""
+    if periods is not None:
+        if period is None:
+            raise InvalidInputError(
+                f"periods applies to periodic presets only; {system!r}"
+                + (f" preset {preset!r}" if system == "three-body" else "")
+                + " has no period: give t_end instead."
+            )
+        if not (math.isfinite(periods) and periods > 0):
+            raise InvalidInputError(f"periods must be positive; got {periods!r}.")
+        return periods * period, {"periods": float(periods), "period": period}
+    if t_end is None:
+        if period is not None:
+            return 10 * period, {"periods": 10.0, "period": period}
+        t_end = 70.0 if (system == "three-body" and preset == "pythagorean") else 10.0
+    if not (math.isfinite(t_end) and t_end > 0):
+        raise InvalidInputError(f"t_end must be positive; got {t_end!r}.")
+    info: dict[str, Any] = {"t_end": float(t_end)}
+    if period is not None:
+        info["period"] = period
+    return float(t_end), info
+
+
+# ----------------------------------------------------------------------------- integration
+def _integrate(
+    module: torch.nn.Module,
+    y0: torch.Tensor,
+    times: np.ndarray,
+    method: str,
+    rtol: float,
+    atol: float,
+    step_size: float,
+    progress: Callable[[float], None] | None,
+) -> tuple[torch.Tensor, int, int, int]:
+    """Integrate over ``times`` in chunks of output points; return ``(ys, acc, rej, nfe)``."""
+    n = len(times)
+    bounds = sorted({round(i * (n - 1) / _N_CHUNKS) for i in range(_N_CHUNKS + 1)})
+    out = [y0.unsqueeze(0)]
+    y = y0
+    n_acc = n_rej = nfe = 0
+    symplectic = method in SYMPLECTIC_METHODS
+    options = None if symplectic or RK_METHODS[method].adaptive else {"step_size": step_size}
+    if progress is not None:
+        progress(0.0)
+    with torch.no_grad():
+        for a, b in itertools.pairwise(bounds):
+            t = torch.as_tensor(times[a : b + 1], dtype=torch.float64, device=y0.device)
+            if symplectic:
+                ys = integrate_symplectic(module, y, t, step_size, method)
+                steps = sum(
+                    max(1, math.ceil((times[i + 1] - times[i]) / step_size - 1e-9))
+                    for i in range(a, b)
+                )
+                n_acc += steps
+                nfe += steps * len(SYMPLECTIC_METHODS[method])
+            else:
+                sol = solve(module, y, t, rtol=rtol, atol=atol, method=method, options=options)
+                ys = sol.ys
+                n_acc += sol.stats.n_accepted
+                n_rej += sol.stats.n_rejected
+                nfe += sol.stats.nfe_forward
+            out.append(ys[1:])
+            y = ys[-1]
+            if progress is not None:
+                progress(b / (n - 1))
+    return torch.cat(out), n_acc, n_rej, nfe
+
+
+def _energy(module: torch.nn.Module, ys: torch.Tensor) -> np.ndarray | None:
+    energy_fn = getattr(module, "energy", None)
+    if energy_fn is None:
+        return None
+    with torch.no_grad():
+        return energy_fn(ys).detach().cpu().numpy().astype(np.float64)
+
+
+def _energy_error(energy: np.ndarray | None) -> float | None:
+    if energy is None:
+        return None
+    e0 = energy[0]
+    diff = np.abs(energy - e0)
+    scale = np.where(e0 != 0, np.abs(e0), 1.0)
+    return float(np.max(diff / scale))
+
+
+def _trajectory(
+    module: torch.nn.Module,
+    times: np.ndarray,
+    ys: np.ndarray,
+    energy: np.ndarray | None,
+    meta: dict[str, Any],
+) -> Trajectory:
+    if isinstance(module, NBody):
+        return Trajectory.from_state(
+            times,
+            ys,
+            module.n_bodies,
+            module.dim,
+            masses=module.masses.detach().cpu().numpy(),
+            energy=energy,
+            body_names=module.body_names,
+            parameters=meta,
+        )
+    return Trajectory(
+        times,
+        state=ys,
+        state_names=tuple(module.state_names),
+        energy=energy,
+        parameters=meta,
+    )
