@@ -67,8 +67,8 @@ def simulate_command(
     method: Annotated[
         str, typer.Option(help=f"Integration method: {', '.join(ALL_METHODS)}.")
     ] = "dop853",
-    rtol: Annotated[float, typer.Option(help="Relative tolerance (adaptive methods).")] = 1e-12,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance (adaptive methods).")] = 1e-12,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance (adaptive methods).")] = 1e-13,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance (adaptive methods).")] = 1e-13,
     dim: Annotated[int, typer.Option(help="Spatial dimension of particle systems: 2 or 3.")] = 2,
     device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
     bodies: Annotated[int, typer.Option(help="Number of bodies (n-body).")] = 5,
