@@ -16,8 +16,18 @@ from physnode.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["plot_energy_drift", "plot_orbits", "plot_phase", "plot_trajectory_file"]
+    from physnode.data.fitfile import FitRecord
+
+__all__ = [
+    "plot_energy_drift",
+    "plot_fit",
+    "plot_fit_file",
+    "plot_orbits",
+    "plot_phase",
+    "plot_trajectory_file",
+]
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -106,6 +116,24 @@ def plot_phase(traj: Trajectory, ax: Axes | None = None) -> Axes:
     return ax
 
 
+def _image_format(out: Path) -> str:
+    """The matplotlib format for ``out``'s suffix; InvalidInputError when there is none."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # file output only; never opens a window
+    import matplotlib.pyplot as plt
+
+    fmt = out.suffix.lstrip(".").lower()
+    supported = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if fmt not in supported:
+        raise InvalidInputError(
+            f"cannot tell the image format from {out.name!r}; use one of "
+            f"{sorted('.' + k for k in supported)}"
+        )
+    return fmt
+
+
 def plot_trajectory_file(
     path: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = True
 ) -> Path:
@@ -120,14 +148,7 @@ def plot_trajectory_file(
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    fmt = out.suffix.lstrip(".").lower()
-    supported = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
-    if fmt not in supported:
-        raise InvalidInputError(
-            f"cannot tell the image format from {out.name!r}; use one of "
-            f"{sorted('.' + k for k in supported)}"
-        )
+    fmt = _image_format(out)
     traj = read_trajectory(path)
     panels = 2 if traj.energy is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5), squeeze=False)
@@ -139,6 +160,123 @@ def plot_trajectory_file(
         system = traj.parameters.get("system", "")
         preset = traj.parameters.get("preset")
         fig.suptitle(f"{system}" + (f" ({preset})" if preset else ""))
+        fig.tight_layout()
+        with atomic_write(out, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120)
+    finally:
+        plt.close(fig)
+    return out
+
+
+# ====================================================================== fits
+def _series(traj: Trajectory) -> np.ndarray:
+    """``(T, K)``: positions flattened (particles) or the state, member 0 of an ensemble."""
+    traj = _single(traj)
+    if traj.positions is not None:
+        return traj.positions.reshape(traj.n_times, -1)
+    assert traj.state is not None  # a Trajectory holds positions or state
+    return traj.state
+
+
+def plot_fit(record: FitRecord, fig: Figure | None = None) -> Figure:
+    """Four panels of a fit (from :func:`physnode.data.fitfile.read_fit`).
+
+    Top left: observed orbits (dots) and the prediction (solid inside the training window,
+    dashed beyond ``train_until``); for a non-particle system, each state component against
+    time. Top right: loss history (log scale). Bottom left: parameter history, one line per
+    component. Bottom right: prediction error ``|predicted - observed|`` (RMS over bodies and
+    axes, or state components) against time, with a vertical line at ``train_until``.
+    """
+    import matplotlib.pyplot as plt
+
+    if fig is None:
+        fig = plt.figure(figsize=(12, 9))
+    (ax_orbit, ax_loss), (ax_param, ax_err) = fig.subplots(2, 2, squeeze=False)
+    obs, pred = _single(record.observed), _single(record.prediction)
+    t = obs.times
+    train = t <= record.train_until
+    # Include the boundary sample in both parts so the two line styles join up.
+    beyond = np.concatenate([train[1:], [False]]) != train
+    beyond |= ~train
+
+    if obs.positions is not None and pred.positions is not None:
+        dim = obs.positions.shape[-1]
+        for i in range(obs.positions.shape[1]):
+            ox = obs.positions[:, i, 0]
+            oy = obs.positions[:, i, 1] if dim >= 2 else np.zeros_like(ox)
+            px = pred.positions[:, i, 0]
+            py = pred.positions[:, i, 1] if dim >= 2 else np.zeros_like(px)
+            (line,) = ax_orbit.plot(px[train], py[train], lw=1.5, label=f"body {i + 1}")
+            color = line.get_color()
+            ax_orbit.plot(px[beyond], py[beyond], "--", lw=1.5, color=color)
+            ax_orbit.plot(ox, oy, ".", ms=3, color=color, alpha=0.5)
+        ax_orbit.set_aspect("equal", adjustable="datalim")
+        ax_orbit.set_xlabel("x")
+        ax_orbit.set_ylabel("y")
+    else:
+        o, p = _series(obs), _series(pred)
+        names = obs.state_names or tuple(f"y{k}" for k in range(o.shape[1]))
+        for k in range(o.shape[1]):
+            (line,) = ax_orbit.plot(t[train], p[train, k], lw=1.5, label=names[k])
+            ax_orbit.plot(t[beyond], p[beyond, k], "--", lw=1.5, color=line.get_color())
+            ax_orbit.plot(t, o[:, k], ".", ms=3, color=line.get_color(), alpha=0.5)
+        ax_orbit.axvline(record.train_until, color="grey", ls=":", lw=1)
+        ax_orbit.set_xlabel("t")
+    ax_orbit.set_title("observed (dots) vs predicted (solid: train, dashed: extrapolation)")
+    ax_orbit.legend(loc="best", fontsize="small")
+
+    epochs = np.asarray(record.history["epoch"])
+    loss = np.asarray(record.history["loss"], dtype=float)
+    if loss.size:
+        ax_loss.semilogy(epochs, np.maximum(loss, np.finfo(np.float64).tiny))
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("loss")
+
+    for key, values in record.history.items():
+        if not key.startswith("param/"):
+            continue
+        name = key[len("param/") :]
+        flat = np.asarray(values, dtype=float).reshape(len(values), -1)
+        for j in range(flat.shape[1]):
+            label = name if flat.shape[1] == 1 else f"{name}[{j}]"
+            ax_param.plot(epochs[: len(flat)], flat[:, j], lw=1.2, label=label)
+    if record.observed.masses is not None and "param/masses" in record.history:
+        for m in np.atleast_1d(_single(record.observed).masses):
+            ax_param.axhline(float(m), color="grey", ls=":", lw=0.8)
+    ax_param.set_xlabel("epoch")
+    ax_param.set_title("parameters (dotted: true masses)")
+    if ax_param.lines:
+        ax_param.legend(loc="best", fontsize="small")
+
+    err = np.sqrt(np.mean((_series(pred) - _series(obs)) ** 2, axis=1))
+    # Exact zeros (the shared start) cannot be shown on a log axis: leave them out.
+    ax_err.semilogy(t, np.where(err > 0, err, np.nan))
+    ax_err.axvline(record.train_until, color="k", ls="--", lw=1, label="train_until")
+    ax_err.set_xlabel("t")
+    ax_err.set_ylabel("RMS error")
+    ax_err.set_title("prediction error")
+    ax_err.legend(loc="best", fontsize="small")
+    model = record.settings.get("model", "")
+    status = " (interrupted)" if record.interrupted else ""
+    fig.suptitle(f"fit: {model} model, data {record.data_file}{status}")
+    return fig
+
+
+def plot_fit_file(
+    path: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = True
+) -> Path:
+    """Read the fit file ``path`` and save :func:`plot_fit`'s figure to ``out``, all-or-nothing."""
+    from physnode.data.fitfile import read_fit
+
+    out = Path(out)
+    fmt = _image_format(out)
+    record = read_fit(path)
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(12, 9))
+    try:
+        plot_fit(record, fig)
         fig.tight_layout()
         with atomic_write(out, overwrite=overwrite) as tmp:
             fig.savefig(tmp, format=fmt, dpi=120)

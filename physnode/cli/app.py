@@ -41,7 +41,7 @@ def _root(
 
 
 # Each command module registers itself on ``app`` when imported.
-from physnode.cli import info, plot, simulate, systems  # noqa: E402, F401
+from physnode.cli import fit, info, plot, simulate, systems  # noqa: E402, F401
 
 
 def main() -> None:

@@ -17,17 +17,22 @@ console = Console(highlight=False)
 @app.command("plot")
 @handle_errors
 def plot_command(
-    path: Annotated[Path, typer.Argument(help="A trajectory file (.h5).")],
+    path: Annotated[Path, typer.Argument(help="A trajectory or fit file (.h5).")],
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Image file (default: <input>.png beside the input)."),
     ] = None,
 ) -> None:
-    """Plot orbits and energy drift (particles) or a phase portrait (other systems)."""
-    from physnode.plot import plot_trajectory_file  # matplotlib only when plotting
+    """Plot orbits and energy drift (particles) or a phase portrait (other systems).
+
+    A fit file (from ``physnode fit``) gets observed vs predicted orbits, loss and parameter
+    history, and the prediction error over time.
+    """
+    from physnode.data.fitfile import is_fit_file
+    from physnode.plot import plot_fit_file, plot_trajectory_file  # matplotlib only when plotting
 
     if not path.exists():
         raise FileNotFoundError(2, "No such file", str(path))
     out = output if output is not None else path.with_suffix(".png")
-    plot_trajectory_file(path, out)
+    (plot_fit_file if is_fit_file(path) else plot_trajectory_file)(path, out)
     console.print(f"wrote {out}")

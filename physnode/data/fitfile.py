@@ -1,0 +1,429 @@
+"""Fit files: a fitted model's prediction as an H5MD trajectory, plus a ``/fit`` group.
+
+The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files")::
+
+    /h5md, /particles/bodies, /observables, /parameters    the prediction: plain H5MD, so
+                                                          read_trajectory(fit.h5) works
+    /fit                         +fit_format_version, +physnode_version, +data_file,
+                                 +data_sha256, +train_rmse, +extrapolation_rmse, +train_until,
+                                 +interrupted, +wall_time
+        settings                 +model, +grad, +method, +rtol, ... (the Fitter's settings_)
+        epoch (E,)  loss (E,)
+        params/<name>            fitted value, float64, the parameter's shape
+        uncertainties/<name>     1-sigma, same shape (NaN where unavailable)
+        history/<name> (E, *shape)
+        series/<key> (E, ...)    any other per-epoch history (rare)
+        network/<key>            neural-correction weights by state_dict key
+        state/<k1>/<k2>/...      the resumable state; flat key "a/b/c" -> nested path
+        observed/time (T,), position (T, N, D), velocity, mass (N,), state (T, S)
+
+Every array is a dataset (never a pickle); nothing here needs torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from physnode._version import __version__
+from physnode.data import h5md
+from physnode.data.atomic import atomic_write
+from physnode.data.trajectory import Trajectory
+from physnode.errors import DataError, InvalidInputError
+
+__all__ = ["FIT_FORMAT_VERSION", "FitRecord", "is_fit_file", "read_fit", "sha256_file", "write_fit"]
+
+FIT_FORMAT_VERSION = 1
+"""Version of the ``/fit`` group layout; stored as ``/fit`` attribute ``fit_format_version``."""
+
+FIT_GROUP = "fit"
+
+# How a state entry was given, so read_fit returns exactly the Python type that was written.
+_KIND = "kind"
+_KINDS = ("array", "int", "float", "bool", "str", "bytes")
+
+_RESULT_ATTRS = ("train_rmse", "extrapolation_rmse", "train_until", "interrupted", "wall_time")
+
+
+@dataclass(eq=False)
+class FitRecord:
+    """Everything a fit file holds, as NumPy arrays and plain Python values.
+
+    Attributes:
+        prediction: the model's prediction at every data time (the file read as a trajectory);
+            ``masses`` are the fitted masses.
+        observed: the data the model was fitted to (times, positions/velocities or state, true
+            masses when the data file had them).
+        settings: the Fitter's settings (model, learn, grad, method, rtol, atol, epochs, lr,
+            train_until, schedule, seed, device, ...).
+        params: fitted physical parameters by name, e.g. ``{"masses": (N,), "G": ()}``.
+        uncertainties: 1-sigma uncertainties, same keys and shapes (NaN where unavailable).
+        history: ``"epoch"`` (E,), ``"loss"`` (E,), ``"param/<name>"`` (E, *shape), plus any
+            other per-epoch series.
+        network: neural-correction weights by ``state_dict`` key (empty for a physics model).
+        state: the resumable state, flat keys, exactly as the fitter gave it.
+        train_rmse: position (or state) RMSE over the training window.
+        extrapolation_rmse: RMSE beyond ``train_until``; None when the data ends there.
+        train_until: end of the training window actually used.
+        interrupted: True when the fit was stopped early (Ctrl-C, SIGTERM); resume it.
+        wall_time: seconds spent fitting.
+        data_file: name of the data file as given to the fitter.
+        data_sha256: SHA-256 (hex) of the data file's bytes.
+        physnode_version: version of physnode that wrote the file.
+    """
+
+    prediction: Trajectory
+    observed: Trajectory
+    settings: dict[str, Any]
+    params: dict[str, np.ndarray]
+    uncertainties: dict[str, np.ndarray]
+    history: dict[str, np.ndarray]
+    network: dict[str, np.ndarray]
+    state: dict[str, Any]
+    train_rmse: float
+    extrapolation_rmse: float | None
+    train_until: float
+    interrupted: bool
+    wall_time: float
+    data_file: str
+    data_sha256: str
+    physnode_version: str = field(default=__version__)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, as 64 lowercase hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ====================================================================== writing
+def write_fit(
+    path: str | os.PathLike[str],
+    fitter: Any,
+    *,
+    data_path: str | os.PathLike[str],
+    observed: Trajectory,
+    overwrite: bool = False,
+) -> Path:
+    """Write a fitted model to ``path``, all-or-nothing.
+
+    The file is an H5MD trajectory of ``fitter.prediction_`` (readable by
+    :func:`~physnode.data.read_trajectory`) plus a ``/fit`` group with the settings, results,
+    histories, network weights, resumable state and the observed data (see ``docs/FORMAT.md``).
+
+    Args:
+        path: the output ``.h5`` file; its directory must exist.
+        fitter: a fitted :class:`~physnode.fit.Fitter` (anything with its ``*_`` attributes).
+        data_path: the data file the fit used; its SHA-256 is stored so ``--resume`` can check it.
+        observed: the data as read from ``data_path``.
+        overwrite: replace an existing ``path``.
+
+    Raises:
+        InvalidInputError: a setting, parameter or state entry cannot be stored (names the key).
+        FileExistsOutputError: ``path`` exists and ``overwrite`` is False.
+    """
+    prediction = fitter.prediction_
+    if not isinstance(prediction, Trajectory):
+        raise InvalidInputError(
+            f"fitter.prediction_ must be a Trajectory; got {type(prediction).__name__}"
+        )
+    settings = dict(fitter.settings_)
+    # Fail before anything touches the disk.
+    h5md._check_parameters(prediction.parameters, "prediction.parameters")
+    h5md._check_parameters(settings, "settings")
+    digest = sha256_file(data_path)
+    path = Path(path)
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        with h5py.File(tmp, "w", libver=("v108", "v108")) as f:
+            h5md._write(f, prediction, "physnode fit")
+            _write_fit_group(f, fitter, settings, Path(data_path).name, digest, observed)
+    return path
+
+
+def _write_fit_group(
+    f: h5py.File,
+    fitter: Any,
+    settings: dict[str, Any],
+    data_file: str,
+    digest: str,
+    observed: Trajectory,
+) -> None:
+    g = f.create_group(FIT_GROUP, track_order=True)
+    g.attrs["fit_format_version"] = np.int32(FIT_FORMAT_VERSION)
+    g.attrs["physnode_version"] = __version__
+    g.attrs["data_file"] = data_file
+    g.attrs["data_sha256"] = digest
+    extrap = fitter.extrapolation_rmse_
+    g.attrs["train_rmse"] = np.float64(fitter.train_rmse_)
+    g.attrs["extrapolation_rmse"] = np.float64(math.nan if extrap is None else extrap)
+    g.attrs["train_until"] = np.float64(fitter.train_until_)
+    g.attrs["interrupted"] = np.bool_(bool(fitter.interrupted_))
+    g.attrs["wall_time"] = np.float64(fitter.wall_time_)
+    h5md._write_parameters(g.create_group("settings", track_order=True), settings)
+
+    history = dict(fitter.history_)
+    for name in ("epoch", "loss"):
+        if name not in history:
+            raise InvalidInputError(f"fitter.history_ has no {name!r} entry")
+    g.create_dataset("epoch", data=np.asarray(history.pop("epoch")))
+    g.create_dataset("loss", data=np.asarray(history.pop("loss"), dtype=np.float64))
+    hist = g.create_group("history", track_order=True)
+    series = g.create_group("series", track_order=True)
+    for key, value in history.items():
+        if key.startswith("param/"):
+            _put_array(hist, key[len("param/") :], value, "history_")
+        else:
+            _put_array(series, key, value, "history_")
+
+    for group_name, values, where in (
+        ("params", fitter.params_, "params_"),
+        ("uncertainties", fitter.uncertainties_, "uncertainties_"),
+        ("network", fitter.network_state_, "network_state_"),
+    ):
+        group = g.create_group(group_name, track_order=True)
+        for key, value in values.items():
+            _put_array(group, key, value, where)
+
+    state = g.create_group("state", track_order=True)
+    for key, value in fitter.state_.items():
+        _put_state(state, key, value)
+
+    _write_observed(g.create_group("observed"), observed)
+
+
+def _check_key(key: Any, where: str) -> list[str]:
+    parts = key.split("/") if isinstance(key, str) else []
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        raise InvalidInputError(
+            f"{where}: key {key!r} cannot be stored; use a non-empty string whose '/'-separated "
+            "parts are non-empty"
+        )
+    return parts
+
+
+def _parent(group: h5py.Group, key: str, where: str) -> tuple[h5py.Group, str]:
+    """The group that holds ``key``'s last part, creating intermediate groups."""
+    parts = _check_key(key, where)
+    for part in parts[:-1]:
+        sub = group.get(part)
+        if sub is None:
+            sub = group.create_group(part, track_order=True)
+        elif not isinstance(sub, h5py.Group):
+            raise InvalidInputError(
+                f"{where}: key {key!r} clashes with another key that is a prefix of it"
+            )
+        group = sub
+    if parts[-1] in group:
+        raise InvalidInputError(f"{where}: key {key!r} clashes with another key")
+    return group, parts[-1]
+
+
+def _put_array(group: h5py.Group, key: str, value: Any, where: str) -> None:
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInputError(f"{where}[{key!r}] has dtype {arr.dtype}; expected numbers")
+    parent, name = _parent(group, key, where)
+    parent.create_dataset(name, data=arr)
+
+
+def _put_state(group: h5py.Group, key: str, value: Any) -> None:
+    """One resumable-state entry: a dataset with attribute ``kind`` naming its Python type."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, (bool, np.bool_)):
+        kind, data = "bool", np.bool_(value)
+    elif isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_)):
+        kind, data = "array", np.asarray(value)  # a NumPy scalar stays one (numpy_scalar)
+        if data.dtype.kind not in "biuf":
+            raise InvalidInputError(f"state_[{key!r}] has dtype {data.dtype}; expected numbers")
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise InvalidInputError(f"state_[{key!r}] = {value} does not fit in int64")
+        kind, data = "int", np.int64(value)
+    elif isinstance(value, float):
+        kind, data = "float", np.float64(value)
+    elif isinstance(value, str):
+        kind, data = "str", np.array(value, dtype=h5py.string_dtype())
+    elif isinstance(value, bytes):
+        kind, data = "bytes", np.frombuffer(value, dtype=np.uint8)
+    elif isinstance(value, np.ndarray):
+        kind, data = "array", value
+        if data.dtype.kind not in "biuf":
+            raise InvalidInputError(
+                f"state_[{key!r}] has dtype {data.dtype}; the state holds numeric arrays, "
+                "int, float, bool, str or bytes"
+            )
+    else:
+        raise InvalidInputError(
+            f"state_[{key!r}] = {value!r} ({type(value).__name__}) cannot be stored; the state "
+            "holds numeric arrays, int, float, bool, str or bytes"
+        )
+    parent, name = _parent(group, key, "state_")
+    ds = parent.create_dataset(name, data=data)
+    ds.attrs[_KIND] = kind
+    if kind == "array" and isinstance(value, np.generic):
+        ds.attrs["numpy_scalar"] = True
+
+
+def _write_observed(group: h5py.Group, observed: Trajectory) -> None:
+    group.create_dataset("time", data=observed.times)
+    if observed.positions is not None:
+        group.create_dataset("position", data=observed.positions)
+    if observed.velocities is not None:
+        group.create_dataset("velocity", data=observed.velocities)
+    if observed.masses is not None:
+        group.create_dataset("mass", data=observed.masses)
+    if observed.state is not None:
+        ds = group.create_dataset("state", data=observed.state)
+        if observed.state_names is not None:
+            ds.attrs["names"] = np.array(observed.state_names, dtype=h5py.string_dtype())
+    if observed.body_names is not None:
+        group.attrs["body_names"] = np.array(observed.body_names, dtype=h5py.string_dtype())
+
+
+# ====================================================================== reading
+def is_fit_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is an HDF5 file with a ``/fit`` group; False otherwise (never raises
+    for a missing or non-HDF5 file)."""
+    path = Path(path)
+    try:
+        if not path.is_file() or not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            return isinstance(f.get(FIT_GROUP), h5py.Group)
+    except OSError:
+        return False
+
+
+def read_fit(path: str | os.PathLike[str]) -> FitRecord:
+    """Read a fit file written by :func:`write_fit`.
+
+    Raises:
+        DataError: the file is missing, not HDF5, has no ``/fit`` group (a trajectory, not a
+            fit), or its ``/fit`` group lacks a required entry (the message names the path).
+    """
+    path = Path(path)
+    with h5md._open(path) as f:
+        g = f.get(FIT_GROUP)
+        if not isinstance(g, h5py.Group):
+            raise DataError(
+                f"{path}: /{FIT_GROUP} is missing — not a fit file (write one with "
+                "`physnode fit DATA`)"
+            )
+        version = int(np.asarray(g.attrs.get("fit_format_version", 1)))
+        if version > FIT_FORMAT_VERSION:
+            raise DataError(
+                f"{path}: /fit format version {version} is newer than this physnode "
+                f"({__version__}) can read; upgrade physnode"
+            )
+        required = [f"/fit/{n}" for n in ("settings", "epoch", "loss", "params", "observed")]
+        required += [f"/fit@{a}" for a in (*_RESULT_ATTRS, "data_sha256")]
+        missing = [
+            r
+            for r in required
+            if ("@" in r and r.split("@")[1] not in g.attrs)
+            or ("@" not in r and r[len("/fit/") :] not in g)
+        ]
+        if missing:
+            raise DataError(f"{path}: not a complete fit file; missing {', '.join(missing)}")
+
+        history: dict[str, np.ndarray] = {"epoch": g["epoch"][()], "loss": g["loss"][()]}
+        history.update({f"param/{k}": v for k, v in _read_arrays(g.get("history")).items()})
+        history.update(_read_arrays(g.get("series")))
+        state_group = g.get("state")
+        state: dict[str, Any] = {}
+        if isinstance(state_group, h5py.Group):
+            state_group.visititems(lambda name, obj: _get_state(state, name, obj))
+        extrap = float(g.attrs["extrapolation_rmse"])
+        attrs = {
+            k: h5md._python_value(g.attrs[k])
+            for k in ("data_file", "physnode_version")
+            if k in g.attrs
+        }
+        observed = _read_observed(g["observed"], path)
+        record_kwargs: dict[str, Any] = dict(
+            observed=observed,
+            settings=h5md._read_parameters(g["settings"]),
+            params=_read_arrays(g.get("params")),
+            uncertainties=_read_arrays(g.get("uncertainties")),
+            history=history,
+            network=_read_arrays(g.get("network")),
+            state=state,
+            train_rmse=float(g.attrs["train_rmse"]),
+            extrapolation_rmse=None if math.isnan(extrap) else extrap,
+            train_until=float(g.attrs["train_until"]),
+            interrupted=bool(g.attrs["interrupted"]),
+            wall_time=float(g.attrs["wall_time"]),
+            data_file=str(attrs.get("data_file", "")),
+            data_sha256=str(h5md._python_value(g.attrs["data_sha256"])),
+            physnode_version=str(attrs.get("physnode_version", "")),
+        )
+    prediction = h5md.read_trajectory(path)
+    return FitRecord(prediction=prediction, **record_kwargs)
+
+
+def _read_arrays(group: Any) -> dict[str, np.ndarray]:
+    """Datasets under ``group`` by relative path ('a/b' for nested groups), in stored order."""
+    out: dict[str, np.ndarray] = {}
+    if isinstance(group, h5py.Group):
+        group.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+    return out
+
+
+def _get_state(out: dict[str, Any], name: str, obj: Any) -> None:
+    if not isinstance(obj, h5py.Dataset):
+        return
+    kind = h5md._python_value(obj.attrs.get(_KIND, "array"))
+    raw = obj[()]
+    if kind == "bool":
+        out[name] = bool(raw)
+    elif kind == "int":
+        out[name] = int(raw)
+    elif kind == "float":
+        out[name] = float(raw)
+    elif kind == "str":
+        out[name] = raw.decode() if isinstance(raw, bytes) else str(raw)
+    elif kind == "bytes":
+        out[name] = np.asarray(raw, dtype=np.uint8).tobytes()
+    elif obj.attrs.get("numpy_scalar", False):
+        out[name] = raw if isinstance(raw, np.generic) else np.asarray(raw)[()]
+    else:
+        out[name] = np.asarray(raw)
+
+
+def _read_observed(group: Any, path: Path) -> Trajectory:
+    if not isinstance(group, h5py.Group) or "time" not in group:
+        raise DataError(f"{path}: /fit/observed/time is missing — not a complete fit file")
+    kwargs: dict[str, Any] = {}
+    for key, name in (
+        ("positions", "position"),
+        ("velocities", "velocity"),
+        ("masses", "mass"),
+        ("state", "state"),
+    ):
+        if name in group:
+            kwargs[key] = group[name][()]
+    if "state" in group and "names" in group["state"].attrs:
+        kwargs["state_names"] = tuple(h5md._strings(group["state"].attrs["names"]))
+    if "body_names" in group.attrs:
+        kwargs["body_names"] = tuple(h5md._strings(group.attrs["body_names"]))
+    try:
+        return Trajectory(group["time"][()], **kwargs)
+    except InvalidInputError as err:
+        raise DataError(f"{path}: /fit/observed: {err}") from err

@@ -1,0 +1,5 @@
+"""Fitting hybrid models to trajectories: the :class:`Fitter` and its pieces."""
+
+from physnode.fit.fitter import Fitter
+
+__all__ = ["Fitter"]

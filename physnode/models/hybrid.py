@@ -1,0 +1,109 @@
+"""Hybrid and neural ODE models, and a learnable initial state."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from physnode.errors import InvalidInputError
+from physnode.models.correction import MLPCorrection
+from physnode.systems.base import System
+
+
+class HybridModel(nn.Module):
+    """``dy/dt = f_physics(t, y; θ) + correction(y)``.
+
+    For second-order systems (state = positions then velocities) the correction is added to
+    the accelerations only, so ``dq/dt = v`` stays exact; otherwise to the whole derivative.
+
+    Args:
+        system: the known physics (its chosen parameters made learnable beforehand with
+            ``system.set_learnable``).
+        correction: ``None`` (pure physics) or a module mapping the state to the correction
+            (``MLPCorrection`` of width ``D`` → ``D/2`` or ``D``).
+    """
+
+    def __init__(self, system: System, correction: nn.Module | None = None) -> None:
+        super().__init__()
+        self.system = system
+        self.correction = correction
+
+    @classmethod
+    def with_mlp(cls, system: System, hidden: int = 32, depth: int = 2, scale: float = 1.0):
+        """A hybrid model whose correction is a zero-initialised MLP of the right shape."""
+        d = system.dimension
+        out = d // 2 if system.second_order else d
+        return cls(system, MLPCorrection(d, out, hidden, depth, scale))
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        f = self.system(t, y)
+        if self.correction is None:
+            return f
+        g = self.correction(y)
+        if self.system.second_order:
+            half = y.shape[-1] // 2
+            return torch.cat([f[..., :half], f[..., half:] + g], dim=-1)
+        return f + g
+
+    def physical_parameters(self) -> dict[str, Tensor]:
+        """Current values of the system's physical parameters."""
+        return self.system.physical_parameters()
+
+
+class NeuralODE(nn.Module):
+    """The pure neural-ODE baseline: ``dy/dt = MLP(y)`` (for second-order data,
+    ``(v, MLP(y))`` so positions and velocities stay consistent)."""
+
+    def __init__(
+        self, dim: int, second_order: bool = True, hidden: int = 64, depth: int = 2,
+        scale: float = 1.0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.second_order = second_order
+        out = dim // 2 if second_order else dim
+        self.net = MLPCorrection(dim, out, hidden, depth, scale)
+        # a zero last layer would leave a pure network with no gradient signal to its inner
+        # layers at start: give it a small random start instead
+        last = self.net.net[-1]
+        nn.init.normal_(last.weight, std=1e-2)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        g = self.net(y)
+        if self.second_order:
+            half = y.shape[-1] // 2
+            return torch.cat([y[..., half:], g], dim=-1)
+        return g
+
+    def physical_parameters(self) -> dict[str, Tensor]:
+        return {}
+
+
+class InitialState(nn.Module):
+    """The initial state ``y0``, entirely fixed, entirely learnable, or with only the velocity
+    half learnable (``learn`` in ``"none"``, ``"all"``, ``"velocities"``)."""
+
+    def __init__(self, y0: Tensor, learn: str = "none") -> None:
+        super().__init__()
+        if learn not in ("none", "all", "velocities"):
+            raise InvalidInputError(
+                f"initial-state learning must be 'none', 'all' or 'velocities'; got {learn!r}"
+            )
+        y0 = y0.detach().to(torch.float64).clone()
+        self.learn = learn
+        half = y0.shape[-1] // 2
+        if learn == "all":
+            self.fixed = None
+            self.free = nn.Parameter(y0)
+        elif learn == "velocities":
+            self.register_buffer("fixed", y0[..., :half].clone())
+            self.free = nn.Parameter(y0[..., half:].clone())
+        else:
+            self.register_buffer("fixed", y0)
+            self.free = None
+
+    def forward(self) -> Tensor:
+        if self.free is None:
+            return self.fixed
+        if self.fixed is None:
+            return self.free
+        return torch.cat([self.fixed, self.free], dim=-1)
