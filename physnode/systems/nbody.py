@@ -112,21 +112,30 @@ class NBody(System):
         return True
 
     # -- dynamics ---------------------------------------------------------------------------
+    def _eye(self, like: Tensor) -> Tensor:
+        """``I_N`` in ``like``'s dtype and device, cached (the evaluation loop is hot)."""
+        key = (like.dtype, like.device)
+        cache = self.__dict__.setdefault("_eye_cache", {})
+        if key not in cache:
+            cache[key] = torch.eye(self.n_bodies, dtype=like.dtype, device=like.device)
+        return cache[key]
+
     def _pairs(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """Separations ``q_j - q_i`` ``(..., N, N, dim)`` and softened squared distances
         ``(..., N, N)`` with 1 on the diagonal (its separations are 0, so it adds nothing)."""
         diff = q.unsqueeze(-3) - q.unsqueeze(-2)
-        eye = torch.eye(self.n_bodies, dtype=q.dtype, device=q.device)
-        r2 = (diff * diff).sum(-1) + self.param("softening", q) ** 2 + eye
+        r2 = (diff * diff).sum(-1) + self._eye(q) + self.param("softening", q) ** 2
         return diff, r2
 
     def acceleration(self, t: Tensor, q: Tensor, v: Tensor) -> Tensor:
         """Gravitational acceleration, shape ``(..., N * dim)`` like the flat positions ``q``."""
         del t, v  # autonomous, velocity-independent
         qb = q.reshape(*q.shape[:-1], self.n_bodies, self.dim)
-        diff, r2 = self._pairs(qb)
-        weights = self.param("masses", q) * r2.pow(-1.5)  # m_j / r_ij³, (..., N, N)
-        acc = self.param("G", q) * (weights.unsqueeze(-1) * diff).sum(-2)
+        _, r2 = self._pairs(qb)
+        # w_ij = G m_j / r_ij³ (zero on the diagonal, where diff is zero anyway)
+        w = r2.pow(-1.5) * (self.param("G", q) * self.param("masses", q))
+        # a_i = Σ_j w_ij (q_j - q_i) = (w q)_i - (Σ_j w_ij) q_i, without the (N, N, dim) product
+        acc = w @ qb - w.sum(-1, keepdim=True) * qb
         return acc.reshape(q.shape)
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
