@@ -1,0 +1,135 @@
+"""Fitting claims: the ACA paper's experiment, mass recovery from clean and noisy 3-D data with
+honest uncertainties, resumption, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from physnode import InvalidInputError, odeint
+from physnode.data import Trajectory, add_noise
+from physnode.fit import Fitter
+from physnode.systems import NBody, random_nbody
+
+
+def _trajectory(system: NBody, y0: torch.Tensor, t_end: float, points: int, **params):
+    t = torch.linspace(0, t_end, points, dtype=torch.float64)
+    with torch.no_grad():
+        ys = odeint(system, y0, t, rtol=1e-12, atol=1e-12, method="dop853")
+    q, v = system.unpack(ys)
+    masses = system.masses.detach().numpy()
+    return Trajectory(t.numpy(), positions=q.numpy(), velocities=v.numpy(), masses=masses,
+                      parameters={"system": "three-body", **params})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_aca_paper_three_body_experiment():
+    """Zhuang et al. 2020 (three-body.md): 3-D, dr/dt = K2 v, dv/dt = K1 Σ m_j ..., masses
+    (1.1, 1.1, 0.9), positions only, 1000 points on [0, 1], initial velocities given, dopri5 at
+    1e-7. With v' = K2 v this is Newtonian gravity with G = K1·K2. Claim: masses within 1e-4
+    relative (the paper's own result: 2.4e-5). Measured here: ~1e-9 after the tight-tolerance
+    Gauss–Newton polish."""
+    k1, k2 = 0.2005, 7.239
+    true = np.array([1.1, 1.1, 0.9])
+    r0 = np.array([[0, 0.2, 0], [0.5, 0, 0.5], [0, 0, 0.5]])
+    v0 = np.array([[0, 0.1, 0], [0, 0, 0.1], [0.1, 0, 0]]) * k2
+    system = NBody(true, G=k1 * k2, dim=3)
+    y0 = torch.tensor(np.concatenate([r0.ravel(), v0.ravel()]))
+    data = _trajectory(system, y0, 2.0, 2000, G=k1 * k2)
+    data = Trajectory(data.times, positions=data.positions, parameters=data.parameters)
+    fitter = Fitter(train_until=1.0, init_masses=[1.0, 0.95, 1.05], epochs=30, lbfgs_steps=20)
+    fitter.fit(data, y0=y0)
+    rel = np.abs(fitter.params_["masses"] - true) / true
+    assert rel.max() < 1e-4, rel
+
+
+def _three_d_data(noise: float):
+    true = np.array([0.7, 1.6, 1.1])  # unlike the defaults (ones)
+    system, y0 = random_nbody(3, dim=3, seed=3, masses=true)
+    data = _trajectory(system, y0, 3.0, 150, G=1.0)
+    if noise:
+        data = add_noise(data, noise, seed=1)
+    return true, data
+
+
+def test_masses_from_clean_3d_data():
+    """Clean 3-D data, masses (0.7, 1.6, 1.1), fit from ones: within 1e-4 relative (issue
+    bound; the data are exact to ~1e-12 and the final Gauss–Newton step works at 1e-10)."""
+    true, data = _three_d_data(0.0)
+    fitter = Fitter(epochs=20, lbfgs_steps=15).fit(data)
+    rel = np.abs(fitter.params_["masses"] - true) / true
+    assert rel.max() < 1e-4, rel
+    assert fitter.train_rmse_ < 1e-4
+
+
+@pytest.mark.slow
+def test_masses_from_noisy_3d_data_with_honest_uncertainties():
+    """1 % Gaussian noise on positions and velocities, initial state learned too: masses within
+    2 % (issue bound) and every mass within 3σ of its Gauss–Newton uncertainty (3σ: a 99.7 %
+    interval for one mass; the σ must neither be absurdly small nor absurdly large, so it is
+    also required to be below the 2 % accuracy bound itself)."""
+    true, data = _three_d_data(0.01)
+    fitter = Fitter(learn=("masses", "y0"), epochs=20, lbfgs_steps=60).fit(data)
+    m, sigma = fitter.params_["masses"], fitter.uncertainties_["masses"]
+    assert (np.abs(m - true) / true).max() < 0.02, m
+    assert np.all(np.abs(m - true) <= 3 * sigma), (m, sigma)
+    assert np.all(sigma < 0.02 * true), sigma
+
+
+def test_resume_reaches_the_uninterrupted_result():
+    """Stop after 7 epochs, resume from the state: same parameters and loss history as one
+    straight run (bit-identical: deterministic CPU arithmetic, the same operations in the same
+    order; 1e-12 relative leaves room only for nothing else)."""
+    _, data = _three_d_data(0.0)
+    settings = {"epochs": 12, "lbfgs_steps": 4, "seed": 5}
+    straight = Fitter(**settings).fit(data)
+    calls = iter(range(100))
+    first = Fitter(**settings).fit(data, should_stop=lambda: next(calls) >= 7)
+    assert first.interrupted_
+    resumed = Fitter(**settings).fit(data, resume=first.state_)
+    assert not resumed.interrupted_
+    np.testing.assert_allclose(resumed.params_["masses"], straight.params_["masses"], rtol=1e-12)
+    np.testing.assert_allclose(resumed.history_["loss"], straight.history_["loss"], rtol=1e-12)
+
+
+def test_fit_epoch_is_fast():
+    """Informative, not a timing test: one ACA epoch on 400 observations of three bodies runs
+    (the benchmark measures its time); here only that an epoch's loss is finite."""
+    _, data = _three_d_data(0.0)
+    fitter = Fitter(epochs=1, lbfgs_steps=0, schedule="full").fit(data)
+    assert np.isfinite(fitter.history_["loss"]).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"learn": ("charge",)}, "cannot learn"),
+        ({"train_until": 99.0}, "outside the data"),
+        ({"model": "quantum"}, "choose one of"),
+        ({"grad": "magic"}, "choose one of"),
+        ({"epochs": -1}, "epochs"),
+        ({"schedule": "random"}, "choose one of"),
+    ],
+)
+def test_bad_settings(kwargs, fragment):
+    _, data = _three_d_data(0.0)
+    with pytest.raises(InvalidInputError, match=fragment):
+        Fitter(**kwargs).fit(data)
+
+
+def test_hybrid_and_neural_models_run():
+    """The hybrid model starts as pure physics (zero last layer) and trains; the neural ODE
+    baseline trains. Both produce finite predictions over the whole data span."""
+    _, data = _three_d_data(0.0)
+    for model in ("hybrid", "neural"):
+        fitter = Fitter(model=model, epochs=4, lbfgs_steps=2).fit(data)
+        assert np.isfinite(fitter.prediction_.positions).all()
+        assert fitter.network_state_
+
+
+def test_shooting_schedule_recovers_masses():
+    """Multiple shooting reaches the same answer on clean data (1e-4 relative, issue bound)."""
+    true, data = _three_d_data(0.0)
+    fitter = Fitter(schedule="shooting", epochs=20, lbfgs_steps=15).fit(data)
+    assert (np.abs(fitter.params_["masses"] - true) / true).max() < 1e-4
