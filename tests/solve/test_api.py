@@ -124,3 +124,16 @@ def test_cuda_float32_three_body_batch():
     y0 = torch.tensor(FIGURE_EIGHT_Y0, dtype=torch.float32).repeat(128, 1).cuda()
     ys = odeint(model, y0, torch.linspace(0, 1, 5), rtol=1e-6, atol=1e-6)
     assert ys.is_cuda and ys.shape == (5, 128, 12) and torch.isfinite(ys).all()
+
+
+def test_pi_controller_and_max_step():
+    """The PI controller reaches the same accuracy as the I controller (100x rtol over 10 time
+    units), and max_step bounds every accepted step (at least t_span / max_step of them)."""
+    y0 = torch.tensor([1.0, 0.5, -0.25], dtype=torch.float64)
+    t = torch.linspace(0, 10, 11, dtype=torch.float64)
+    exact = linear_exact(t.numpy(), y0.numpy())
+    for controller in ("i", "pi"):
+        sol = solve(lin, y0, t, rtol=1e-8, atol=1e-10, options={"controller": controller})
+        assert np.abs(sol.ys.numpy() - exact).max() < 1e-6
+    sol = solve(lin, y0, t, options={"max_step": 0.05})
+    assert sol.stats.n_accepted >= 200

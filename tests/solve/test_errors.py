@@ -121,3 +121,14 @@ def test_float32_tolerance_refused():
 def test_all_errors_share_one_base():
     for cls in (InvalidInputError, MaxStepsReachedError, NonFiniteError, DtypeMismatchError):
         assert issubclass(cls, PhysnodeError)
+
+
+def test_collision_reports_softening_hint():
+    """Two bodies released at rest fall onto each other in finite time: the step collapses at
+    the collision and the error names the fix (softening)."""
+    from physnode.systems import NBody
+
+    system = NBody([1.0, 1.0], dim=2)
+    y0 = torch.tensor([-0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    with pytest.raises((StepSizeTooSmallError, NonFiniteError), match="softening"):
+        odeint(system, y0, torch.tensor([0.0, 5.0], dtype=torch.float64), rtol=1e-10)
