@@ -19,9 +19,7 @@ from physnode.errors import (
 )
 from physnode.solve.gradients import ACAFunction, AdjointFunction, GraphFunction
 from physnode.solve.gradients.common import Problem
-from physnode.solve.integrate import integrate
 from physnode.solve.options import SolverOptions
-from physnode.solve.stepper import RHS
 from physnode.solve.tableaus import METHODS
 
 GRAD_METHODS = ("aca", "adjoint", "backprop", "naive")
@@ -137,15 +135,12 @@ def solve(
     needs_grad = torch.is_grad_enabled() and (
         y0.requires_grad or t_tensor.requires_grad or any(p.requires_grad for p in params_list)
     )
-    if not needs_grad:
-        with torch.no_grad():
-            _check_finite(y0)
-            rhs = RHS(func, y0, stats, "nfe_forward")
-            traj = integrate(rhs, tab, t_out, y0, rtol, atol, opts, stats)
-            return Solution(torch.stack(traj.ys), stats)
-
     _check_finite(y0)
     problem = Problem(func, tab, t_out, rtol, atol, opts, stats)
+    if not needs_grad:
+        with torch.no_grad():
+            return Solution(torch.stack(problem.run(y0).ys), stats)
+
     diff = [p for p in params_list if p.requires_grad]
     if grad == "aca":
         ys = ACAFunction.apply(problem, t_tensor, y0, *diff)

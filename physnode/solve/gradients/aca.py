@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 
 from physnode.solve.gradients.common import Problem, fill_none, time_gradient
-from physnode.solve.integrate import integrate
 from physnode.solve.stepper import RHS, dense_output, extra_stages, stages
 
 
@@ -21,19 +20,8 @@ class ACAFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, problem: Problem, t: torch.Tensor, y0: torch.Tensor, *params: torch.Tensor):
-        rhs = RHS(problem.func, y0, problem.stats, "nfe_forward")
         with torch.no_grad():
-            traj = integrate(
-                rhs,
-                problem.tab,
-                problem.t_out,
-                y0,
-                problem.rtol,
-                problem.atol,
-                problem.options,
-                problem.stats,
-                record=True,
-            )
+            traj = problem.run(y0, record=True)
             ys = torch.stack(traj.ys)
         problem.stats.n_checkpoints = len(traj.checkpoints)
         ctx.problem = problem

@@ -47,18 +47,8 @@ class AdjointFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, problem: Problem, t: torch.Tensor, y0: torch.Tensor, *params):
-        rhs = RHS(problem.func, y0, problem.stats, "nfe_forward")
         with torch.no_grad():
-            traj = integrate(
-                rhs,
-                problem.tab,
-                problem.t_out,
-                y0,
-                problem.rtol,
-                problem.atol,
-                problem.options,
-                problem.stats,
-            )
+            traj = problem.run(y0)
             ys = torch.stack(traj.ys)
         ctx.problem = problem
         ctx.params = params

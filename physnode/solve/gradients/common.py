@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from physnode.solve.integrate import Trajectory, integrate
 from physnode.solve.options import SolverOptions
 from physnode.solve.stepper import RHS
 from physnode.solve.tableaus import ButcherTableau
@@ -23,6 +24,14 @@ class Problem:
     atol: float
     options: SolverOptions
     stats: object
+
+    def run(self, y0: torch.Tensor, *, record: bool = False, naive: bool = False) -> Trajectory:
+        """The forward solve from ``y0`` (autograd mode chosen by the caller)."""
+        rhs = RHS(self.func, y0, self.stats, "nfe_forward")
+        return integrate(
+            rhs, self.tab, self.t_out, y0, self.rtol, self.atol, self.options, self.stats,
+            record=record, naive=naive,
+        )  # fmt: skip
 
 
 def time_gradient(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from physnode.solve.gradients.common import Problem, fill_none, time_gradient
-from physnode.solve.integrate import integrate
 from physnode.solve.stepper import RHS
 
 
@@ -20,20 +19,9 @@ class GraphFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, problem: Problem, naive: bool, t: torch.Tensor, y0: torch.Tensor, *params):
-        rhs = RHS(problem.func, y0, problem.stats, "nfe_forward")
         y_leaf = y0.detach().requires_grad_(True)
         with torch.enable_grad():
-            traj = integrate(
-                rhs,
-                problem.tab,
-                problem.t_out,
-                y_leaf,
-                problem.rtol,
-                problem.atol,
-                problem.options,
-                problem.stats,
-                naive=naive,
-            )
+            traj = problem.run(y_leaf, naive=naive)
             ys_graph = torch.stack(traj.ys)
         ctx.problem = problem
         ctx.graph = (y_leaf, ys_graph)
