@@ -337,7 +337,11 @@ class Fitter:
 
     # -- results ---------------------------------------------------------------------------
     def _finish(self, prob: FitProblem) -> None:
-        self.uncertainties_ = _gauss_newton(self, prob)
+        if self.interrupted_:
+            # a stop must stay quick: no tight-tolerance polish or uncertainties mid-fit
+            self.uncertainties_ = {k: np.full_like(v, np.nan) for k, v in self._physical().items()}
+        else:
+            self.uncertainties_ = _gauss_newton(self, prob)
         self.params_ = self._physical()
         with torch.no_grad():
             ys = self._solve(len(prob.times), grad="aca")
