@@ -116,6 +116,14 @@ def plot_phase(traj: Trajectory, ax: Axes | None = None) -> Axes:
     return ax
 
 
+def _save_figure(fig: Figure, out: Path, fmt: str, overwrite: bool) -> Path:
+    """Lay out ``fig`` and write it to ``out`` all-or-nothing (temporary file, then rename)."""
+    fig.tight_layout()
+    with atomic_write(out, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=120)
+    return out
+
+
 def _image_format(out: Path) -> str:
     """The matplotlib format for ``out``'s suffix; InvalidInputError when there is none."""
     import matplotlib
@@ -160,12 +168,9 @@ def plot_trajectory_file(
         system = traj.parameters.get("system", "")
         preset = traj.parameters.get("preset")
         fig.suptitle(f"{system}" + (f" ({preset})" if preset else ""))
-        fig.tight_layout()
-        with atomic_write(out, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120)
+        return _save_figure(fig, out, fmt, overwrite)
     finally:
         plt.close(fig)
-    return out
 
 
 # ====================================================================== fits
@@ -277,9 +282,6 @@ def plot_fit_file(
     fig = plt.figure(figsize=(12, 9))
     try:
         plot_fit(record, fig)
-        fig.tight_layout()
-        with atomic_write(out, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120)
+        return _save_figure(fig, out, fmt, overwrite)
     finally:
         plt.close(fig)
-    return out
