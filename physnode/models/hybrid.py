@@ -35,6 +35,11 @@ class HybridModel(nn.Module):
         out = d // 2 if system.second_order else d
         return cls(system, MLPCorrection(d, out, hidden, depth, scale))
 
+    @property
+    def autonomous(self) -> bool:
+        """Autonomous when the physics is (the correction depends on the state only)."""
+        return bool(getattr(self.system, "autonomous", False))
+
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         f = self.system(t, y)
         if self.correction is None:
@@ -53,6 +58,8 @@ class HybridModel(nn.Module):
 class NeuralODE(nn.Module):
     """The pure neural-ODE baseline: ``dy/dt = MLP(y)`` (for second-order data,
     ``(v, MLP(y))`` so positions and velocities stay consistent)."""
+
+    autonomous = True
 
     def __init__(
         self, dim: int, second_order: bool = True, hidden: int = 64, depth: int = 2,

@@ -85,6 +85,9 @@ class System(nn.Module):
 
     state_names: list[str]
     second_order: bool = False
+    #: ``forward`` ignores ``t`` and accepts any leading batch dimensions; the ACA backward
+    #: pass may then replay all steps as one batch (see physnode.solve.gradients.aca)
+    autonomous: bool = False
 
     def __init__(self) -> None:
         super().__init__()

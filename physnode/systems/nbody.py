@@ -37,6 +37,7 @@ class NBody(System):
     """
 
     second_order = True
+    autonomous = True
 
     def __init__(
         self,
@@ -230,6 +231,7 @@ class Kepler(System):
     """
 
     second_order = True
+    autonomous = True
 
     def __init__(self, mu: float = 1.0, eccentricity: float = 0.6) -> None:
         super().__init__()
