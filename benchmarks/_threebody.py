@@ -42,7 +42,11 @@ class ThreeBody(nn.Module):
     """``dy/dt`` of three gravitating point masses in the plane, batched over leading dims.
 
     ``masses`` is an ``nn.Parameter`` of shape ``(3,)``. ``nfe`` counts calls of ``forward``.
+    ``autonomous = True`` tells physnode's ACA that ``t`` is ignored and any leading batch dims
+    work, so its backward pass may replay all steps as one batch.
     """
+
+    autonomous = True
 
     def __init__(self, masses=MASSES_MODEL, dtype=torch.float64, device="cpu") -> None:
         super().__init__()

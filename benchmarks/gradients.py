@@ -551,7 +551,11 @@ def main(argv: list[str] | None = None) -> int:
                 row["skipped"] = skip
             else:
                 row["rel_err"] = rel_err(row["grad"], ref["g_ref"])
-                row["nfe_total"] = row["nfe"]["fwd"] + row["nfe"]["bwd"]
+                # physnode counts a batched ACA replay call as one evaluation per step replayed
+                nfe = row["nfe"]
+                row["nfe_total"] = nfe.get("stats_fwd", nfe["fwd"]) + nfe.get(
+                    "stats_bwd", nfe["bwd"]
+                )
             results.append(row)
             by_key[(dtype, tol, periods, method)] = row
             if "skipped" in row:
