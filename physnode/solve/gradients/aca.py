@@ -38,10 +38,16 @@ class ACAFunction(torch.autograd.Function):
         (ys,) = ctx.saved_tensors
         params = ctx.params
         rhs = RHS(problem.func, ys[0], problem.stats, "nfe_backward")
+        result = None
         if _batchable(problem.func, ys[0], len(traj.checkpoints)):
-            lam, grad_params = _batched_replay(problem, traj, grad_ys, params)
-        else:
-            lam, grad_params = _sequential_replay(problem, traj, grad_ys, params)
+            try:
+                result = _batched_replay(problem, traj, grad_ys, params)
+            except (RuntimeError, NotImplementedError):
+                # an operation of the model without a batching rule (vmap): replay step by step
+                result = None
+        if result is None:
+            result = _sequential_replay(problem, traj, grad_ys, params)
+        lam, grad_params = result
         grad_t = None
         if ctx.needs_input_grad[1]:
             grad_t = time_gradient(rhs, problem.t_out, ys, grad_ys, lam, *ctx.t_meta)
