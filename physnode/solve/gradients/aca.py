@@ -92,6 +92,8 @@ def _sequential_replay(problem: Problem, traj, grad_ys: torch.Tensor, params):
 #: the batched replay holds one D×D Jacobian per accepted step
 _MAX_BATCHED_DIM = 64
 _MAX_JACOBIAN_ENTRIES = 20_000_000
+#: steps replayed together: bounds the memory of the batched graph (~a few kB per step)
+_CHUNK_STEPS = 1024
 
 
 def _batchable(func, y: torch.Tensor, n_steps: int) -> bool:
@@ -99,7 +101,7 @@ def _batchable(func, y: torch.Tensor, n_steps: int) -> bool:
     return (
         bool(getattr(func, "autonomous", False))
         and d <= _MAX_BATCHED_DIM
-        and n_steps * d * d <= _MAX_JACOBIAN_ENTRIES
+        and min(n_steps, _CHUNK_STEPS) * d * d <= _MAX_JACOBIAN_ENTRIES
     )
 
 
@@ -112,20 +114,39 @@ def _batched_replay(problem: Problem, traj, grad_ys: torch.Tensor, params):
     loop of small mat-vecs, and one more batched VJP gives the parameter gradient. Replaces
     ``N`` small autograd passes (whose per-node overhead dominates tiny states) by ``D + 2``.
     """
+    shape = grad_ys.shape[1:]
+    n_steps = len(traj.checkpoints)
+    lam = torch.zeros(shape.numel(), dtype=grad_ys.dtype, device=grad_ys.device)
+    grad_params = [torch.zeros_like(p) for p in params]
+    # chunks bound the memory: one chunk's batched graph and Jacobians at a time
+    for start in reversed(range(0, n_steps, _CHUNK_STEPS)):
+        stop = min(start + _CHUNK_STEPS, n_steps)
+        lam, chunk_grads = _replay_chunk(problem, traj, grad_ys, params, start, stop, lam)
+        for acc, g in zip(grad_params, chunk_grads, strict=True):
+            acc += g
+    return lam.reshape(shape), grad_params
+
+
+def _replay_chunk(
+    problem: Problem, traj, grad_ys: torch.Tensor, params, start: int, stop: int, lam_in
+):
+    """Steps ``start..stop-1`` of :func:`_batched_replay`; ``lam_in`` is the adjoint of
+    ``y_stop``. Returns the adjoint of ``y_start`` and this chunk's parameter gradients."""
     tab = problem.tab
     shape = grad_ys.shape[1:]
     d = shape.numel()
-    n_steps = len(traj.checkpoints)
+    checkpoints = traj.checkpoints[start:stop]
+    n_steps = len(checkpoints)
     dtype, device = grad_ys.dtype, grad_ys.device
     counter = _Counter()
     rhs = RHS(problem.func, grad_ys[0], counter, "calls")
-    y_leaf = torch.stack([c[2] for c in traj.checkpoints]).detach().requires_grad_(True)
-    h_col = torch.tensor([c[1] for c in traj.checkpoints], dtype=torch.float64, device=device)
+    y_leaf = torch.stack([c[2] for c in checkpoints]).detach().requires_grad_(True)
+    h_col = torch.tensor([c[1] for c in checkpoints], dtype=torch.float64, device=device)
     h_b = h_col.reshape(n_steps, *([1] * len(shape)))
     # outputs strictly inside a step (θ < 1) and those on a step's end (θ = 1)
     inside_step, inside_k, inside_theta = [], [], []
     end_grad = torch.zeros((n_steps, *shape), dtype=dtype, device=device)
-    for n, outs in enumerate(traj.outputs):
+    for n, outs in enumerate(traj.outputs[start:stop]):
         for k, theta in outs:
             if theta == 1.0:
                 end_grad[n] += grad_ys[k]
@@ -161,7 +182,7 @@ def _batched_replay(problem: Problem, traj, grad_ys: torch.Tensor, params):
             v = torch.autograd.grad(y_int, y_leaf, g_in, retain_graph=True)[0]
             out_adj = v.reshape(n_steps, d)
     # adjoint recurrence over the steps, newest first
-    lam = torch.zeros(d, dtype=dtype, device=device)
+    lam = lam_in
     arriving = torch.empty((n_steps, d), dtype=dtype, device=device)
     end_flat = end_grad.reshape(n_steps, d)
     for n in range(n_steps - 1, -1, -1):
@@ -180,7 +201,7 @@ def _batched_replay(problem: Problem, traj, grad_ys: torch.Tensor, params):
             g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)
         ]
     problem.stats.nfe_backward += counter.calls * n_steps
-    return lam.reshape(shape), grad_params
+    return lam, grad_params
 
 
 class _Counter:
