@@ -31,7 +31,7 @@ import numpy as np
 
 from physnode._version import __version__
 from physnode.data.atomic import atomic_write
-from physnode.data.trajectory import Trajectory
+from physnode.data.trajectory import Trajectory, first_non_increasing
 from physnode.errors import DataError, InvalidInputError
 
 __all__ = [
@@ -445,9 +445,8 @@ def _read_times(group: h5py.Group, n: int, path: Path) -> np.ndarray:
         raise DataError(f"{path}: {name} has neither time nor step — {_NOT_A_TRAJECTORY}")
     if not np.isfinite(times).all():
         raise DataError(f"{path}: {where} holds NaN or inf")
-    diffs = np.diff(times)
-    if (diffs <= 0).any():
-        i = int(np.argmax(diffs <= 0))
+    i = first_non_increasing(times)
+    if i is not None:
         raise DataError(
             f"{path}: {where} is not strictly increasing: entry {i + 1} = {times[i + 1]!r} "
             f"<= entry {i} = {times[i]!r}"

@@ -42,6 +42,13 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
         raise InvalidInputError(f"{name} holds NaN or inf (first at index [{where}])")
 
 
+def first_non_increasing(times: np.ndarray) -> int | None:
+    """Index ``i`` of the first pair with ``times[i + 1] <= times[i]``, or None if strictly
+    increasing."""
+    bad = np.diff(times) <= 0
+    return int(np.argmax(bad)) if bad.any() else None
+
+
 def _names(names: Sequence[str], expected: int, name: str, what: str) -> tuple[str, ...]:
     if isinstance(names, str):
         raise InvalidInputError(f"{name} must be a sequence of strings, not one string")
@@ -178,9 +185,8 @@ class Trajectory:
         if not np.isfinite(times).all():
             i = int(np.argmin(np.isfinite(times)))
             raise InvalidTimeGridError(f"times[{i}] = {times[i]} is not finite")
-        steps = np.diff(times)
-        if (steps <= 0).any():
-            i = int(np.argmax(steps <= 0))
+        i = first_non_increasing(times)
+        if i is not None:
             raise InvalidTimeGridError(
                 f"times must be strictly increasing, but times[{i + 1}] = {times[i + 1]!r} "
                 f"<= times[{i}] = {times[i]!r}. For a backward integration reverse the arrays "
