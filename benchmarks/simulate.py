@@ -17,7 +17,7 @@ import scipy.integrate
 import torch
 
 from physnode import odeint, solve
-from physnode.solve.symplectic import integrate_symplectic
+from physnode.solver.symplectic import integrate_symplectic
 from physnode.systems import three_body
 from physnode.systems.presets import random_three_body_batch
 

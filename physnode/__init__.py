@@ -20,7 +20,7 @@ from physnode.errors import (
     StepSizeTooSmallError,
     UnknownOptionError,
 )
-from physnode.solve import Solution, SolverStats, odeint, solve
+from physnode.solver import Solution, SolverStats, odeint, solve
 
 __all__ = [
     "DeviceMismatchError",

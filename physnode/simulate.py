@@ -21,10 +21,9 @@ import torch
 
 from physnode.data import Trajectory, add_noise
 from physnode.errors import InvalidInputError
-from physnode.solve import solve
-from physnode.solve.symplectic import METHODS as SYMPLECTIC_METHODS
-from physnode.solve.symplectic import integrate_symplectic
-from physnode.solve.tableaus import METHODS as RK_METHODS
+from physnode.solver import solve
+from physnode.solver.symplectic import SYMPLECTIC_METHODS, integrate_symplectic
+from physnode.solver.tableaus import RK_METHODS
 from physnode.systems import SYSTEMS, NBody, make_system, random_nbody, random_three_body_batch
 from physnode.systems import three_body as _three_body
 from physnode.systems.presets import get_preset

@@ -18,8 +18,8 @@ from physnode.fit.state import (
     module_state,
     optimizer_state,
 )
-from physnode.solve import METHODS, odeint
-from physnode.solve.api import GRAD_METHODS
+from physnode.solver import RK_METHODS, odeint
+from physnode.solver.api import GRAD_METHODS
 from physnode.systems.base import inverse_softplus
 
 MODELS = ("physics", "hybrid", "neural")
@@ -103,7 +103,7 @@ class Fitter:
         choices = {
             "model": (self.model, MODELS),
             "grad": (self.grad, GRAD_METHODS),
-            "method": (self.method, tuple(METHODS)),
+            "method": (self.method, tuple(RK_METHODS)),
             "schedule": (self.schedule, SCHEDULES),
             "observe": (self.observe, ("auto", "positions")),
         }

@@ -86,7 +86,7 @@ class System(nn.Module):
     state_names: list[str]
     second_order: bool = False
     #: ``forward`` ignores ``t`` and accepts any leading batch dimensions; the ACA backward
-    #: pass may then replay all steps as one batch (see physnode.solve.gradients.aca)
+    #: pass may then replay all steps as one batch (see physnode.solver.gradients.aca)
     autonomous: bool = False
 
     def __init__(self) -> None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import torch
 
 from physnode.errors import MaxStepsReachedError, NonFiniteError, StepSizeTooSmallError
-from physnode.solve.controller import StepSizeController
-from physnode.solve.options import SolverOptions
-from physnode.solve.stepper import (
+from physnode.solver.controller import StepSizeController
+from physnode.solver.options import SolverOptions
+from physnode.solver.stepper import (
     RHS,
     dense_output,
     error_ratio,
@@ -23,7 +23,7 @@ from physnode.solve.stepper import (
     initial_step,
     stages,
 )
-from physnode.solve.tableaus import ButcherTableau
+from physnode.solver.tableaus import ButcherTableau
 
 _EPS64 = 2.220446049250313e-16
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from physnode.solve.gradients.common import Problem, fill_none, time_gradient
-from physnode.solve.integrate import integrate
-from physnode.solve.stepper import RHS
+from physnode.solver.gradients.common import Problem, fill_none, time_gradient
+from physnode.solver.integrate import integrate
+from physnode.solver.stepper import RHS
 
 
 class _Augmented:

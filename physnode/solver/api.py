@@ -17,10 +17,10 @@ from physnode.errors import (
     InvalidTimeGridError,
     NonFiniteError,
 )
-from physnode.solve.gradients import ACAFunction, AdjointFunction, GraphFunction
-from physnode.solve.gradients.common import Problem
-from physnode.solve.options import SolverOptions
-from physnode.solve.tableaus import METHODS
+from physnode.solver.gradients import ACAFunction, AdjointFunction, GraphFunction
+from physnode.solver.gradients.common import Problem
+from physnode.solver.options import SolverOptions
+from physnode.solver.tableaus import RK_METHODS
 
 GRAD_METHODS = ("aca", "adjoint", "backprop", "naive")
 
@@ -84,7 +84,7 @@ def odeint(
             checkpoint adjoint, default), ``adjoint`` (continuous adjoint), ``backprop``
             (autograd through the accepted steps) or ``naive`` (autograd through everything).
         params: extra tensors that need gradients (for plain callables).
-        options: solver options, see :class:`~physnode.solve.options.SolverOptions`.
+        options: solver options, see :class:`~physnode.solver.options.SolverOptions`.
 
     Returns:
         Tensor of shape ``(len(t), *y0.shape)``; ``ys[0]`` equals ``y0``.
@@ -114,12 +114,12 @@ def solve(
     if not callable(func):
         raise InvalidInputError(f"func must be callable as func(t, y), got {type(func).__name__}")
     rtol, atol = _check_tolerances(rtol, atol)
-    if method not in METHODS:
-        raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    if method not in RK_METHODS:
+        raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(RK_METHODS)}")
     if grad not in GRAD_METHODS:
         raise InvalidInputError(f"unknown grad {grad!r}; choose one of {list(GRAD_METHODS)}")
     opts = SolverOptions.from_dict(options)
-    tab = METHODS[method]
+    tab = RK_METHODS[method]
     if not tab.adaptive and opts.first_step is not None:
         raise InvalidInputError(f"first_step applies to adaptive methods, not {method!r}")
     eps = torch.finfo(y0.dtype).eps

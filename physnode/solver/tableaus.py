@@ -1,6 +1,6 @@
 """Runge–Kutta methods as data: Butcher tableaus, embedded error weights and dense output.
 
-A :class:`ButcherTableau` holds everything the generic stepper in :mod:`physnode.solve.stepper`
+A :class:`ButcherTableau` holds everything the generic stepper in :mod:`physnode.solver.stepper`
 needs. Dense output: between ``t_n`` and ``t_n + h`` the solution is
 ``y(t_n + θh) = y_n + h · Σ_i B_i(θ) k_i``, where ``k_i`` runs over the step's stages followed by
 the tableau's extra dense-output stages. ``B(θ)`` is kept as rows ``F_j`` (vectors over the
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from physnode.solve import _dop853_coefficients as _d853
+from physnode.solver import _dop853_coefficients as _d853
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,8 +239,8 @@ DOP853 = ButcherTableau(
     extra_a=tuple(tuple(r) for r in _d853.A[13:]),
 )
 
-METHODS: dict[str, ButcherTableau] = {
+RK_METHODS: dict[str, ButcherTableau] = {
     t.name: t for t in (EULER, MIDPOINT, RK4, BOSH3, DOPRI5, TSIT5, DOP853)
 }
-FIXED_STEP_METHODS = tuple(name for name, t in METHODS.items() if not t.adaptive)
-ADAPTIVE_METHODS = tuple(name for name, t in METHODS.items() if t.adaptive)
+FIXED_STEP_METHODS = tuple(name for name, t in RK_METHODS.items() if not t.adaptive)
+ADAPTIVE_METHODS = tuple(name for name, t in RK_METHODS.items() if t.adaptive)

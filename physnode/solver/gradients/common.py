@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from physnode.solve.integrate import Trajectory, integrate
-from physnode.solve.options import SolverOptions
-from physnode.solve.stepper import RHS
-from physnode.solve.tableaus import ButcherTableau
+from physnode.solver.integrate import Trajectory, integrate
+from physnode.solver.options import SolverOptions
+from physnode.solver.stepper import RHS
+from physnode.solver.tableaus import ButcherTableau
 
 
 @dataclass

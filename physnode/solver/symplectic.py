@@ -18,13 +18,13 @@ from torch import Tensor
 
 from physnode.errors import DtypeMismatchError, InvalidInputError, InvalidTimeGridError
 
-__all__ = ["METHODS", "integrate_symplectic"]
+__all__ = ["SYMPLECTIC_METHODS", "integrate_symplectic"]
 
 _CBRT2 = 2.0 ** (1.0 / 3.0)
 _W1 = 1.0 / (2.0 - _CBRT2)
 _W0 = -_CBRT2 / (2.0 - _CBRT2)
 
-METHODS: dict[str, tuple[float, ...]] = {
+SYMPLECTIC_METHODS: dict[str, tuple[float, ...]] = {
     # Kick-drift-kick leapfrog (velocity Verlet): order 2.
     "leapfrog": (1.0,),
     # Yoshida (1990) triple jump: leapfrog steps of w1 h, w0 h, w1 h; order 4.
@@ -125,8 +125,10 @@ def _check_inputs(
     system: SecondOrderSystem, y0: Tensor, t: Tensor, step_size: float, method: str
 ) -> tuple[float, ...]:
     """Validate the arguments of :func:`integrate_symplectic`; return the method's coefficients."""
-    if method not in METHODS:
-        raise InvalidInputError(f"unknown method {method!r}; valid methods are {list(METHODS)}.")
+    if method not in SYMPLECTIC_METHODS:
+        raise InvalidInputError(
+            f"unknown method {method!r}; valid methods are {list(SYMPLECTIC_METHODS)}."
+        )
     name = type(system).__name__
     if not getattr(system, "second_order", False):
         raise InvalidInputError(
@@ -161,4 +163,4 @@ def _check_inputs(
     dt = t.diff()
     if not (bool((dt > 0).all()) or bool((dt < 0).all())):
         raise InvalidTimeGridError("t must be strictly increasing or strictly decreasing.")
-    return METHODS[method]
+    return SYMPLECTIC_METHODS[method]

@@ -4,8 +4,8 @@ Each is a :class:`torch.autograd.Function` with the same inputs ``(t, y0, *param
 ``ys`` of shape ``(len(t), *y0.shape)``, so the caller can swap them freely.
 """
 
-from physnode.solve.gradients.aca import ACAFunction
-from physnode.solve.gradients.adjoint import AdjointFunction
-from physnode.solve.gradients.graph import GraphFunction
+from physnode.solver.gradients.aca import ACAFunction
+from physnode.solver.gradients.adjoint import AdjointFunction
+from physnode.solver.gradients.graph import GraphFunction
 
 __all__ = ["ACAFunction", "AdjointFunction", "GraphFunction"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from physnode.solve.options import SolverOptions
+from physnode.solver.options import SolverOptions
 
 
 class StepSizeController:

@@ -52,7 +52,8 @@ def test_sizes(particle, ensemble, state_traj):
 
 
 def test_torch_tensor_accepted():
-    torch = pytest.importorskip("torch")
+    import torch
+
     t = torch.linspace(0, 1, 5, dtype=torch.float64)
     y = torch.ones(5, 4, dtype=torch.float64, requires_grad=True)
     traj = Trajectory.from_state(t, y, n_bodies=1, dim=2)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from physnode.errors import DeviceMismatchError, DtypeMismatchError, ShapeMismatchError
-from physnode.solve.tableaus import ButcherTableau
+from physnode.solver.tableaus import ButcherTableau
 
 Time = float | torch.Tensor
 
@@ -22,7 +22,7 @@ class RHS:
     """Wraps the user's ``func(t, y)``: passes ``t`` as a 0-dim tensor of the state's dtype,
     counts evaluations and checks what comes back (shape, dtype, device).
 
-    ``counter`` names the :class:`~physnode.solve.api.SolverStats` field that is incremented.
+    ``counter`` names the :class:`~physnode.solver.api.SolverStats` field that is incremented.
     """
 
     def __init__(self, func: Callable, y_like: torch.Tensor, stats, counter: str) -> None:

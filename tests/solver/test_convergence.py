@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from physnode import odeint
-from physnode.solve.stepper import RHS, dense_output, extra_stages, stages
-from physnode.solve.tableaus import METHODS
-from tests.solve.problems import A_LINEAR, Y0_LINEAR, linear_exact, linear_rhs
+from physnode.solver.stepper import RHS, dense_output, extra_stages, stages
+from physnode.solver.tableaus import RK_METHODS
+from tests.solver.problems import A_LINEAR, Y0_LINEAR, linear_exact, linear_rhs
 
 
 class _Count:
@@ -18,7 +18,7 @@ class _Count:
 
 def _fixed_step_errors(name: str, n_steps_list: list[int], t_end: float = 2.0):
     """Global error at t_end and max error of the dense output at step midpoints."""
-    tab = METHODS[name]
+    tab = RK_METHODS[name]
     rhs = RHS(linear_rhs(), torch.zeros(3, dtype=torch.float64), _Count(), "nfe_forward")
     end_err, dense_err = [], []
     for n in n_steps_list:
@@ -60,13 +60,13 @@ STEPS = {
 DENSE_ORDER = {"bosh3": 3, "dopri5": 4, "tsit5": 4, "dop853": 7}
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(RK_METHODS))
 def test_order_of_each_method(name):
     """The log-log slope of the global error equals the method's order (±0.3, the issue's
     bound: leaves room for pre-asymptotic curvature, still separates neighbouring orders)."""
     steps = STEPS[name]
     end_err, dense_err = _fixed_step_errors(name, steps)
-    assert abs(_slope(steps, end_err) - METHODS[name].order) <= 0.3, end_err
+    assert abs(_slope(steps, end_err) - RK_METHODS[name].order) <= 0.3, end_err
     if name in DENSE_ORDER:
         # interpolated values converge at least at the dense output's order
         assert _slope(steps, dense_err) >= DENSE_ORDER[name] - 0.3, dense_err
@@ -75,7 +75,7 @@ def test_order_of_each_method(name):
 @pytest.mark.parametrize("name", ["euler", "midpoint", "rk4"])
 def test_fixed_step_order_through_public_api(name):
     """odeint with options['step_size'] reaches the method's order at every output time."""
-    order = METHODS[name].order
+    order = RK_METHODS[name].order
     t = torch.linspace(0, 2, 5, dtype=torch.float64)
     exact = linear_exact(t.numpy())
     steps = STEPS[name]
@@ -107,7 +107,7 @@ def test_adaptive_error_is_proportional_to_tolerance(name):
 def test_dense_output_matches_step_end():
     """B(1) equals b (the interpolant is continuous at step ends), to rounding of the
     published coefficients (tsit5's are given to ~16 digits; 1e-13 leaves margin)."""
-    for name, tab in METHODS.items():
+    for name, tab in RK_METHODS.items():
         if tab.dense is None:
             continue
         w = np.asarray(tab.dense_weights(1.0))

@@ -10,14 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-fit_module = pytest.importorskip("physnode.fit")
-if not hasattr(fit_module, "Fitter"):
-    pytest.skip("physnode.fit.Fitter does not exist yet", allow_module_level=True)
-
-import physnode.cli.fit as cli_fit  # noqa: E402
-from physnode.cli.app import app  # noqa: E402
-from physnode.data import read_trajectory  # noqa: E402
-from physnode.data.fitfile import read_fit  # noqa: E402
+import physnode.cli.fit as cli_fit
+import physnode.fit as fit_module
+from physnode.cli.app import app
+from physnode.data import read_trajectory
+from physnode.data.fitfile import read_fit
 
 runner = CliRunner()
 

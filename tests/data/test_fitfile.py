@@ -261,7 +261,6 @@ def test_state_only_prediction(tmp_path: Path) -> None:
 
 
 def test_plot_fit_file(tmp_path: Path, data_file: tuple[Path, Trajectory]) -> None:
-    pytest.importorskip("matplotlib")
     from physnode.plot import plot_fit_file
 
     data_path, data = data_file

@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from physnode import odeint, solve
-from physnode.solve import ADAPTIVE_METHODS, FIXED_STEP_METHODS
-from tests.conftest import requires_cuda
-from tests.solve.problems import FIGURE_EIGHT_PERIOD, FIGURE_EIGHT_Y0, Gravity, linear_exact
+from physnode.solver import ADAPTIVE_METHODS, FIXED_STEP_METHODS
+from tests.solver.problems import FIGURE_EIGHT_PERIOD, FIGURE_EIGHT_Y0, Gravity, linear_exact
 
 A = torch.tensor([[-0.1, 2.0, 0.0], [-2.0, -0.1, 0.5], [0.0, -0.5, -0.3]], dtype=torch.float64)
 
@@ -95,7 +94,6 @@ class Tiny(nn.Module):
         return torch.tanh(self.lin(y))
 
 
-@requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("grad", ["aca", "adjoint", "backprop", "naive"])
 def test_cuda_matches_cpu(grad):
@@ -117,7 +115,6 @@ def test_cuda_matches_cpu(grad):
     assert (g_c - g_g).abs().max() / g_c.abs().max() < 1e-9
 
 
-@requires_cuda
 @pytest.mark.gpu
 def test_cuda_float32_three_body_batch():
     model = Gravity([1.0, 1.0, 1.0]).float().cuda()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from physnode.solve.gradients.common import Problem, fill_none, time_gradient
-from physnode.solve.stepper import RHS
+from physnode.solver.gradients.common import Problem, fill_none, time_gradient
+from physnode.solver.stepper import RHS
 
 
 class GraphFunction(torch.autograd.Function):

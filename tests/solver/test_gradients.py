@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from physnode import odeint, solve
-from tests.solve.problems import (
+from tests.solver.problems import (
     FIGURE_EIGHT_PERIOD,
     FIGURE_EIGHT_Y0,
     Gravity,
@@ -262,7 +262,7 @@ def test_batched_aca_replay_equals_sequential_and_backprop(method, monkeypatch):
     recurrence). Same accepted steps, different summation order: equal to the one-step-at-a-time
     replay and to backprop within 1e-10 relative (the issue's ACA-vs-backprop bound), for
     masses, G, y0 and t, with outputs inside steps (dense output) and on step ends."""
-    from physnode.solve.gradients import aca
+    from physnode.solver.gradients import aca
     from physnode.systems import three_body
 
     def grads(grad: str, batched: bool, chunk: int = 1024):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from physnode.solve.gradients.common import Problem, fill_none, time_gradient
-from physnode.solve.stepper import RHS, dense_output, extra_stages, stages
+from physnode.solver.gradients.common import Problem, fill_none, time_gradient
+from physnode.solver.stepper import RHS, dense_output, extra_stages, stages
 
 
 class ACAFunction(torch.autograd.Function):
