@@ -1,6 +1,6 @@
 """The engine: adaptive Runge–Kutta integration with ACA, adjoint, backprop and naive gradients."""
 
-from physnode.solver.api import Solution, SolverStats, odeint, solve
+from physnode.solver.api import GRAD_METHODS, Solution, SolverStats, odeint, solve
 from physnode.solver.symplectic import SYMPLECTIC_METHODS, integrate_symplectic
 from physnode.solver.tableaus import (
     ADAPTIVE_METHODS,
@@ -12,6 +12,7 @@ from physnode.solver.tableaus import (
 __all__ = [
     "ADAPTIVE_METHODS",
     "FIXED_STEP_METHODS",
+    "GRAD_METHODS",
     "RK_METHODS",
     "SYMPLECTIC_METHODS",
     "ButcherTableau",
