@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 import torch
 from torch import nn
@@ -17,36 +19,14 @@ from physnode.errors import (
     InvalidTimeGridError,
     NonFiniteError,
 )
-from physnode.solver.gradients import ACAFunction, AdjointFunction, GraphFunction
+from physnode.solver.gradients import GRAD_METHODS, get_gradient
 from physnode.solver.gradients.common import Problem
 from physnode.solver.options import SolverOptions
-from physnode.solver.tableaus import RK_METHODS
+from physnode.solver.stats import SolverStats
+from physnode.solver.tableaus import RK_METHODS, ButcherTableau
+from physnode.solver.vector_field import VectorField
 
-GRAD_METHODS = ("aca", "adjoint", "backprop", "naive")
-
-
-@dataclass
-class SolverStats:
-    """Counters of one solve; the backward fields fill in when ``.backward()`` runs.
-
-    Attributes:
-        nfe_forward: function evaluations of the forward solve.
-        nfe_backward: function evaluations of the backward pass (ACA replay, adjoint solve,
-            time gradients).
-        n_accepted, n_rejected: accepted and rejected steps of the forward solve.
-        n_checkpoints: states held for the backward pass (ACA: one per accepted step).
-        n_steps_backward: step attempts of the adjoint's backward solve.
-    """
-
-    nfe_forward: int = 0
-    nfe_backward: int = 0
-    n_accepted: int = 0
-    n_rejected: int = 0
-    n_checkpoints: int = 0
-    n_steps_backward: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+__all__ = ["GRAD_METHODS", "Solution", "SolverStats", "odeint", "solve"]
 
 
 @dataclass
@@ -57,48 +37,8 @@ class Solution:
     stats: SolverStats = field(default_factory=SolverStats)
 
 
-def odeint(
-    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    y0: torch.Tensor,
-    t: torch.Tensor | Sequence[float],
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
-    method: str = "dopri5",
-    grad: str = "aca",
-    params: Sequence[torch.Tensor] | None = None,
-    options: dict | None = None,
-) -> torch.Tensor:
-    """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every ``t``.
-
-    Args:
-        func: the vector field ``func(t, y) -> dy/dt`` (same shape as ``y``); ``t`` arrives as a
-            0-dim tensor of the state's dtype. An ``nn.Module`` (its parameters that require
-            grad get gradients) or any callable, whose differentiable tensors go in ``params``.
-        y0: initial state, shape ``(..., D)``; leading dimensions are a batch. float32/float64.
-        t: output times, 1-D, at least 2, strictly increasing or strictly decreasing. Kept in
-            float64 internally whatever the state's dtype.
-        rtol, atol: relative and absolute tolerance of the adaptive error control.
-        method: ``euler``, ``midpoint``, ``rk4`` (fixed step, ``options={"step_size": h}``) or
-            ``bosh3``, ``dopri5``, ``tsit5``, ``dop853`` (adaptive, dense output).
-        grad: how gradients are computed when any input requires them: ``aca`` (adaptive
-            checkpoint adjoint, default), ``adjoint`` (continuous adjoint), ``backprop``
-            (autograd through the accepted steps) or ``naive`` (autograd through everything).
-        params: extra tensors that need gradients (for plain callables).
-        options: solver options, see :class:`~physnode.solver.options.SolverOptions`.
-
-    Returns:
-        Tensor of shape ``(len(t), *y0.shape)``; ``ys[0]`` equals ``y0``.
-
-    Raises:
-        InvalidInputError, InvalidTimeGridError, DtypeMismatchError, DeviceMismatchError,
-        UnknownOptionError: bad arguments. MaxStepsReachedError, StepSizeTooSmallError,
-        NonFiniteError: the solve could not complete (the message says at which t).
-    """
-    return solve(func, y0, t, rtol, atol, method, grad, params, options).ys
-
-
 def solve(
-    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    func: VectorField,
     y0: torch.Tensor,
     t: torch.Tensor | Sequence[float],
     rtol: float = 1e-7,
@@ -116,12 +56,85 @@ def solve(
     rtol, atol = _check_tolerances(rtol, atol)
     if method not in RK_METHODS:
         raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(RK_METHODS)}")
-    if grad not in GRAD_METHODS:
-        raise InvalidInputError(f"unknown grad {grad!r}; choose one of {list(GRAD_METHODS)}")
-    opts = SolverOptions.from_dict(options)
+    gradient = get_gradient(grad)
     tab = RK_METHODS[method]
+    opts = _check_options(options, tab, y0, rtol)
+    params_list = _collect_params(func, params, y0)
+    _check_finite(y0)
+    stats = SolverStats()
+    problem = Problem(func, tab, t_out, rtol, atol, opts, stats)
+    if not _needs_grad(y0, t_tensor, params_list):
+        with torch.no_grad():
+            return Solution(torch.stack(problem.run(y0).ys), stats)
+    diff = [p for p in params_list if p.requires_grad]
+    return Solution(gradient.apply(problem, t_tensor, y0, diff), stats)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _parameters_of(
+    template: Callable[_P, object],
+) -> Callable[[Callable[..., _R]], Callable[_P, _R]]:
+    """Give the decorated ``fn(*args, **kwargs)`` the parameters of ``template``, declared
+    once: for type checkers (``ParamSpec``) and for ``inspect.signature``/``help``."""
+
+    def decorate(fn: Callable[..., _R]) -> Callable[_P, _R]:
+        returns = inspect.signature(fn).return_annotation
+        fn.__signature__ = inspect.signature(template).replace(  # type: ignore[attr-defined]
+            return_annotation=returns
+        )
+        return fn
+
+    return decorate
+
+
+@_parameters_of(solve)
+def odeint(*args, **kwargs) -> torch.Tensor:
+    """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every ``t``.
+
+    ``odeint(func, y0, t, rtol=1e-7, atol=1e-9, method="dopri5", grad="aca", params=None,
+    options=None)``: torchdiffeq's call shape. :func:`solve` declares these parameters and also
+    returns the solver statistics.
+
+    Args:
+        func: the vector field ``func(t, y) -> dy/dt`` (same shape as ``y``); ``t`` arrives as a
+            0-dim tensor of the state's dtype (see
+            :class:`~physnode.solver.vector_field.VectorField`). An ``nn.Module`` (its
+            parameters that require grad get gradients) or any callable, whose differentiable
+            tensors go in ``params``.
+        y0: initial state, shape ``(..., D)``; leading dimensions are a batch. float32/float64.
+        t: output times, 1-D, at least 2, strictly increasing or strictly decreasing. Kept in
+            float64 internally whatever the state's dtype.
+        rtol, atol: relative and absolute tolerance of the adaptive error control.
+        method: ``euler``, ``midpoint``, ``rk4`` (fixed step, ``options={"step_size": h}``) or
+            ``bosh3``, ``dopri5``, ``tsit5``, ``dop853`` (adaptive, dense output).
+        grad: how gradients are computed when any input requires them (one of
+            :data:`GRAD_METHODS`): ``aca`` (adaptive checkpoint adjoint, default), ``adjoint``
+            (continuous adjoint), ``backprop`` (autograd through the accepted steps) or
+            ``naive`` (autograd through everything).
+        params: extra tensors that need gradients (for plain callables).
+        options: solver options, see :class:`~physnode.solver.options.SolverOptions`.
+
+    Returns:
+        Tensor of shape ``(len(t), *y0.shape)``; ``ys[0]`` equals ``y0``.
+
+    Raises:
+        InvalidInputError, InvalidTimeGridError, DtypeMismatchError, DeviceMismatchError,
+        UnknownOptionError: bad arguments. MaxStepsReachedError, StepSizeTooSmallError,
+        NonFiniteError: the solve could not complete (the message says at which t).
+    """
+    return solve(*args, **kwargs).ys
+
+
+def _check_options(
+    options: dict | None, tab: ButcherTableau, y0: torch.Tensor, rtol: float
+) -> SolverOptions:
+    """Build the options and check what depends on the method and the state's dtype."""
+    opts = SolverOptions.from_dict(options)
     if not tab.adaptive and opts.first_step is not None:
-        raise InvalidInputError(f"first_step applies to adaptive methods, not {method!r}")
+        raise InvalidInputError(f"first_step applies to adaptive methods, not {tab.name!r}")
     eps = torch.finfo(y0.dtype).eps
     if tab.adaptive and 0 < rtol < 0.1 * eps:
         raise InvalidInputError(
@@ -129,26 +142,14 @@ def solve(
             "the steps would shrink without end; use float64 or rtol >= "
             f"{0.1 * eps:.2g}"
         )
-    params_list = _collect_params(func, params, y0)
-    stats = SolverStats()
+    return opts
 
-    needs_grad = torch.is_grad_enabled() and (
-        y0.requires_grad or t_tensor.requires_grad or any(p.requires_grad for p in params_list)
+
+def _needs_grad(y0: torch.Tensor, t: torch.Tensor, params: Sequence[torch.Tensor]) -> bool:
+    """Whether autograd is on and some input of the solve requires grad."""
+    return torch.is_grad_enabled() and (
+        y0.requires_grad or t.requires_grad or any(p.requires_grad for p in params)
     )
-    _check_finite(y0)
-    problem = Problem(func, tab, t_out, rtol, atol, opts, stats)
-    if not needs_grad:
-        with torch.no_grad():
-            return Solution(torch.stack(problem.run(y0).ys), stats)
-
-    diff = [p for p in params_list if p.requires_grad]
-    if grad == "aca":
-        ys = ACAFunction.apply(problem, t_tensor, y0, *diff)
-    elif grad == "adjoint":
-        ys = AdjointFunction.apply(problem, t_tensor, y0, *diff)
-    else:
-        ys = GraphFunction.apply(problem, grad == "naive", t_tensor, y0, *diff)
-    return Solution(ys, stats)
 
 
 def _check_state(y0) -> torch.Tensor:

@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import ClassVar, Literal
 
+from physnode.constraints import Boolean, Constraint, Interval, Optional, Options, validate
 from physnode.errors import InvalidInputError, UnknownOptionError
+
+
+@dataclass(frozen=True)
+class _Positive(Interval):
+    """A finite number > 0, worded "a positive finite number" in the error message."""
+
+    kind: type = float
+    low: float | None = 0
+    high: float | None = None
+    closed: Literal["both", "left", "right", "neither"] = "neither"
+
+    def describe(self) -> str:
+        return "a positive finite number"
+
+
+_POSITIVE = _Positive()
 
 
 @dataclass(frozen=True)
@@ -29,6 +47,15 @@ class SolverOptions:
             forward ones).
         seminorm: adjoint only: leave the parameter adjoint out of the backward error norm
             (Kidger, Chen & Lyons 2021).
+        replay: ACA only: how the backward pass replays the accepted steps. ``"sequential"``:
+            one vector–Jacobian product per step, extra memory of one step's graph.
+            ``"batched"``: all steps of a chunk at once through ``torch.func.vmap`` (per-step
+            semantics: the model sees each step's own ``t`` and state, exactly as in the
+            forward solve), extra memory bounded by ``replay_memory``. ``"auto"`` (default):
+            batched where the cost model says it pays (see
+            :func:`physnode.solver.gradients.aca.choose_replay`), else sequential.
+        replay_memory: ACA only: the estimated memory (bytes) the batched replay may hold at
+            once; chunks of steps are sized to fit it. Default 64 MiB.
     """
 
     step_size: float | None = None
@@ -45,6 +72,27 @@ class SolverOptions:
     adjoint_rtol: float | None = None
     adjoint_atol: float | None = None
     seminorm: bool = False
+    replay: str = "auto"
+    replay_memory: int = 64 * 2**20
+
+    #: what each option may be, declared once: :meth:`from_dict` checks them (in this order),
+    #: then the cross-field rule ``safety < 1`` and ``dfactor < 1 < ifactor``
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "step_size": Optional(_POSITIVE),
+        "first_step": Optional(_POSITIVE),
+        "max_step": Optional(_POSITIVE, inf_ok=True),
+        "min_step": Optional(_POSITIVE),
+        "safety": _POSITIVE,
+        "ifactor": _POSITIVE,
+        "dfactor": _POSITIVE,
+        "adjoint_rtol": Optional(_POSITIVE),
+        "adjoint_atol": Optional(Interval(float, 0, None)),
+        "max_steps": Interval(int, 1, None),
+        "controller": Options(("i", "pi")),
+        "seminorm": Boolean(),
+        "replay": Options(("auto", "batched", "sequential")),
+        "replay_memory": Interval(int, 1, None),
+    }
 
     @classmethod
     def from_dict(cls, options: dict | None) -> SolverOptions:
@@ -64,45 +112,9 @@ class SolverOptions:
         return opts
 
     def _check(self) -> None:
-        def positive(name: str, value: float | None, allow_inf: bool = False) -> None:
-            if value is None:
-                return
-            ok = isinstance(value, (int, float)) and value > 0
-            if ok and not allow_inf and not math.isfinite(value):
-                ok = False
-            if not ok:
-                raise InvalidInputError(
-                    f"options[{name!r}] must be a positive number, got {value!r}"
-                )
-
-        positive("step_size", self.step_size)
-        positive("first_step", self.first_step)
-        positive("max_step", self.max_step, allow_inf=True)
-        positive("min_step", self.min_step)
-        positive("safety", self.safety)
-        positive("ifactor", self.ifactor)
-        positive("dfactor", self.dfactor)
-        positive("adjoint_rtol", self.adjoint_rtol)
-        if self.adjoint_atol is not None and not (
-            isinstance(self.adjoint_atol, (int, float)) and self.adjoint_atol >= 0
-        ):
-            raise InvalidInputError(
-                f"options['adjoint_atol'] must be a number >= 0, got {self.adjoint_atol!r}"
-            )
-        if not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise InvalidInputError(
-                f"options['max_steps'] must be a positive integer, got {self.max_steps!r}"
-            )
-        if self.controller not in ("i", "pi"):
-            raise InvalidInputError(
-                f"options['controller'] must be 'i' or 'pi', got {self.controller!r}"
-            )
+        validate(vars(self), self.CONSTRAINTS, label=lambda k: f"options[{k!r}]")
         if not (self.safety < 1 and self.dfactor < 1 < self.ifactor):
             raise InvalidInputError(
                 "options need safety < 1 and dfactor < 1 < ifactor, got "
                 f"safety={self.safety}, dfactor={self.dfactor}, ifactor={self.ifactor}"
-            )
-        if not isinstance(self.seminorm, bool):
-            raise InvalidInputError(
-                f"options['seminorm'] must be True or False, got {self.seminorm!r}"
             )

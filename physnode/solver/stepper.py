@@ -22,16 +22,18 @@ class RHS:
     """Wraps the user's ``func(t, y)``: passes ``t`` as a 0-dim tensor of the state's dtype,
     counts evaluations and checks what comes back (shape, dtype, device).
 
-    ``counter`` names the :class:`~physnode.solver.api.SolverStats` field that is incremented.
+    ``on_eval`` is called once per evaluation, e.g. ``SolverStats.count_forward_eval``
+    (``None``: evaluations are not counted).
     """
 
-    def __init__(self, func: Callable, y_like: torch.Tensor, stats, counter: str) -> None:
+    def __init__(
+        self, func: Callable, y_like: torch.Tensor, on_eval: Callable[[], None] | None = None
+    ) -> None:
         self.func = func
         self.shape = y_like.shape
         self.dtype = y_like.dtype
         self.device = y_like.device
-        self.stats = stats
-        self.counter = counter
+        self.on_eval = on_eval
 
     def __call__(self, t: Time, y: torch.Tensor) -> torch.Tensor:
         if isinstance(t, torch.Tensor):
@@ -39,7 +41,8 @@ class RHS:
         else:
             tt = torch.full((), t, dtype=self.dtype, device=self.device)
         f = self.func(tt, y)
-        setattr(self.stats, self.counter, getattr(self.stats, self.counter) + 1)
+        if self.on_eval is not None:
+            self.on_eval()
         if not isinstance(f, torch.Tensor):
             raise DtypeMismatchError(
                 f"func(t, y) must return a tensor, got {type(f).__name__} at t={float(t):.6g}"

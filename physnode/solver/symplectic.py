@@ -83,17 +83,35 @@ def integrate_symplectic(
     acc = system.acceleration(time_at(0, 0.0), q, v)
     out = [y0]
     for i in range(len(grid) - 1):
-        span = grid[i + 1] - grid[i]
-        n_steps = max(1, math.ceil(abs(span) / h - 1e-9))
-        direction = math.copysign(h, span)
-        for k in range(n_steps):
-            start = k * direction
-            dt = span - start if k == n_steps - 1 else direction
-            q, v, acc = _composed_step(
-                system.acceleration, q, v, acc, i, start, dt, coefficients, time_at
-            )
+        q, v, acc = _cover_interval(
+            system.acceleration, q, v, acc, i, grid[i + 1] - grid[i], h, coefficients, time_at
+        )
         out.append(torch.cat([q, v], dim=-1))
     return torch.stack(out)
+
+
+def _cover_interval(
+    acceleration: Callable[[Tensor, Tensor, Tensor], Tensor],
+    q: Tensor,
+    v: Tensor,
+    acc: Tensor,
+    interval: int,
+    span: float,
+    h: float,
+    coefficients: tuple[float, ...],
+    time_at: Callable[[int, float], Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Steps of ``h`` from ``t[interval]`` over ``span`` (signed), the last one shortened to
+    land on ``t[interval + 1]``; returns ``(q, v, acc)`` there."""
+    n_steps = max(1, math.ceil(abs(span) / h - 1e-9))
+    direction = math.copysign(h, span)
+    for k in range(n_steps):
+        start = k * direction
+        dt = span - start if k == n_steps - 1 else direction
+        q, v, acc = _composed_step(
+            acceleration, q, v, acc, interval, start, dt, coefficients, time_at
+        )
+    return q, v, acc
 
 
 def _composed_step(
@@ -155,6 +173,11 @@ def _check_inputs(
         h = math.nan
     if not (math.isfinite(h) and h > 0):
         raise InvalidInputError(f"step_size must be a positive finite number; got {step_size!r}.")
+    _check_time_grid(t)
+    return SYMPLECTIC_METHODS[method]
+
+
+def _check_time_grid(t: Tensor) -> None:
     if not isinstance(t, Tensor) or t.ndim != 1 or t.numel() < 2:
         shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
         raise InvalidTimeGridError(f"t must be a 1-D tensor of at least 2 times; got {shape}.")
@@ -163,4 +186,3 @@ def _check_inputs(
     dt = t.diff()
     if not (bool((dt > 0).all()) or bool((dt < 0).all())):
         raise InvalidTimeGridError("t must be strictly increasing or strictly decreasing.")
-    return SYMPLECTIC_METHODS[method]

@@ -12,14 +12,10 @@ from physnode.solver.tableaus import RK_METHODS
 from tests.solver.problems import A_LINEAR, Y0_LINEAR, linear_exact, linear_rhs
 
 
-class _Count:
-    nfe_forward = 0
-
-
 def _fixed_step_errors(name: str, n_steps_list: list[int], t_end: float = 2.0):
     """Global error at t_end and max error of the dense output at step midpoints."""
     tab = RK_METHODS[name]
-    rhs = RHS(linear_rhs(), torch.zeros(3, dtype=torch.float64), _Count(), "nfe_forward")
+    rhs = RHS(linear_rhs(), torch.zeros(3, dtype=torch.float64))
     end_err, dense_err = [], []
     for n in n_steps_list:
         h = t_end / n

@@ -9,10 +9,32 @@ memory of one state per step.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 
-from physnode.solver.gradients.common import Problem, fill_none, time_gradient
+from physnode.solver.gradients.base import GradientMethod, register_gradient
+from physnode.solver.gradients.common import (
+    Problem,
+    fill_none,
+    remember,
+    time_gradient,
+    zeros_for,
+)
+from physnode.solver.integrate import ForwardRecord
 from physnode.solver.stepper import RHS, dense_output, extra_stages, stages
+from physnode.solver.tableaus import ButcherTableau
+
+
+@register_gradient("aca")
+class ACA(GradientMethod):
+    """Adaptive checkpoint adjoint: the exact gradient of the accepted steps, replayed from one
+    stored state per step. Fills ``n_checkpoints`` and ``nfe_backward``."""
+
+    def apply(self, problem, t, y0, params):
+        return ACAFunction.apply(problem, t, y0, *params)
 
 
 class ACAFunction(torch.autograd.Function):
@@ -21,50 +43,54 @@ class ACAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: Problem, t: torch.Tensor, y0: torch.Tensor, *params: torch.Tensor):
         with torch.no_grad():
-            traj = problem.run(y0, record=True)
-            ys = torch.stack(traj.ys)
-        problem.stats.n_checkpoints = len(traj.checkpoints)
-        ctx.problem = problem
-        ctx.traj = traj
-        ctx.t_meta = (t.dtype, t.device)
+            record = problem.run(y0, record=True)
+            ys = torch.stack(record.ys)
+        problem.stats.n_checkpoints = len(record.checkpoints)
+        remember(ctx, problem, t, params)
+        ctx.record = record
         ctx.save_for_backward(ys)
-        ctx.params = params
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
         problem: Problem = ctx.problem
-        traj = ctx.traj
+        record: ForwardRecord = ctx.record
         (ys,) = ctx.saved_tensors
-        params = ctx.params
-        rhs = RHS(problem.func, ys[0], problem.stats, "nfe_backward")
-        result = None
-        if _batchable(problem.func, ys[0], len(traj.checkpoints)):
-            try:
-                result = _batched_replay(problem, traj, grad_ys, params)
-            except (RuntimeError, NotImplementedError):
-                # an operation of the model without a batching rule (vmap): replay step by step
-                result = None
-        if result is None:
-            result = _sequential_replay(problem, traj, grad_ys, params)
-        lam, grad_params = result
+        lam, grad_params = _replay(problem, record, grad_ys, ctx.params)
         grad_t = None
         if ctx.needs_input_grad[1]:
+            rhs = problem.backward_rhs(ys[0])
             grad_t = time_gradient(rhs, problem.t_out, ys, grad_ys, lam, *ctx.t_meta)
         grad_y0 = lam + grad_ys[0]
-        return (None, grad_t, grad_y0, *fill_none(grad_params, params))
+        return (None, grad_t, grad_y0, *fill_none(grad_params, ctx.params))
 
 
-def _sequential_replay(problem: Problem, traj, grad_ys: torch.Tensor, params):
+def _replay(problem: Problem, record: ForwardRecord, grad_ys: torch.Tensor, params):
+    """The adjoint of ``y0`` through the flow and the parameter gradients: batched where the
+    cost model (or ``options.replay``) chooses it, else step by step."""
+    n_steps = len(record.checkpoints)
+    chunk = choose_replay(problem.options, problem.tab, grad_ys[0], n_steps)
+    if chunk:
+        try:
+            return _batched_replay(problem, record, grad_ys, params, chunk)
+        except (RuntimeError, NotImplementedError) as exc:
+            if not _is_vmap_limitation(exc):
+                raise
+            _warn_fallback(problem.func, exc)
+            problem.stats.n_replayed_batched = 0
+    return _sequential_replay(problem, record, grad_ys, params)
+
+
+def _sequential_replay(problem: Problem, record: ForwardRecord, grad_ys: torch.Tensor, params):
     """Walk the accepted steps in reverse, one VJP per step."""
     tab = problem.tab
-    rhs = RHS(problem.func, grad_ys[0], problem.stats, "nfe_backward")
+    rhs = problem.backward_rhs(grad_ys[0])
     lam = torch.zeros_like(grad_ys[0])
-    grad_params = [torch.zeros_like(p) for p in params]
-    for n in range(len(traj.checkpoints) - 1, -1, -1):
-        t_n, h, y_n = traj.checkpoints[n]
+    grad_params = zeros_for(params)
+    for n in range(len(record.checkpoints) - 1, -1, -1):
+        t_n, h, y_n = record.checkpoints[n]
         inside = []
-        for k, theta in traj.outputs[n]:
+        for k, theta in record.outputs[n]:
             if theta == 1.0:
                 lam = lam + grad_ys[k]  # the step ends on t_k: y_k is y_{n+1} itself
             else:
@@ -89,123 +115,246 @@ def _sequential_replay(problem: Problem, traj, grad_ys: torch.Tensor, params):
     return lam, grad_params
 
 
-#: the batched replay holds one D×D Jacobian per accepted step
-_MAX_BATCHED_DIM = 64
-_MAX_JACOBIAN_ENTRIES = 20_000_000
-#: steps replayed together: bounds the memory of the batched graph (~a few kB per step)
-_CHUNK_STEPS = 1024
+#: largest state (numbers) for which ``replay="auto"`` batches. Measured (benchmarks/replay.py,
+#: RESULTS.md "ACA replay paths"): batched is several times faster up to ~16-24 numbers, even
+#: around 32, and 2.4-4x slower at 60-64 (D batched VJPs cost D × a sequential pass).
+AUTO_BATCHED_MAX_DIM = 32
+#: steps replayed together at most (bounds the Python loop of the adjoint recurrence too)
+MAX_CHUNK_STEPS = 1024
 
 
-def _batchable(func, y: torch.Tensor, n_steps: int) -> bool:
+def replay_bytes_per_step(tab: ButcherTableau, y: torch.Tensor) -> int:
+    """Estimated memory of one step in the batched replay (bytes): the D batched VJPs carry
+    ``D`` cotangents through every stage (``D × D`` numbers per stage, twice: the graph's
+    saved tensors and the VJP's work space), plus the step's Jacobian. An estimate from the
+    method's stages and the state's size; a model's own intermediate tensors add to it."""
     d = y.numel()
-    return (
-        bool(getattr(func, "autonomous", False))
-        and d <= _MAX_BATCHED_DIM
-        and min(n_steps, _CHUNK_STEPS) * d * d <= _MAX_JACOBIAN_ENTRIES
+    return y.element_size() * d * d * (2 * (tab.n_stages + len(tab.extra_c)) + 1)
+
+
+def choose_replay(options, tab: ButcherTableau, y: torch.Tensor, n_steps: int) -> int:
+    """Steps per batched chunk, or 0 for the sequential replay.
+
+    ``options.replay``: ``"sequential"`` → 0; ``"batched"`` → batch within the memory budget;
+    ``"auto"`` → batch only states of at most :data:`AUTO_BATCHED_MAX_DIM` numbers and at
+    least two steps per chunk within ``options.replay_memory``.
+    """
+    if options.replay == "sequential" or n_steps == 0:
+        return 0
+    fit = options.replay_memory // replay_bytes_per_step(tab, y)
+    chunk = int(max(1, min(fit, MAX_CHUNK_STEPS, n_steps)))
+    if options.replay == "batched":
+        return chunk
+    return chunk if y.numel() <= AUTO_BATCHED_MAX_DIM and fit >= 2 else 0
+
+
+#: phrases of torch.func.vmap's own refusals (data-dependent control flow, .item(), in-place
+#: writes into unbatched tensors, randomness, missing batching rules): only these fall back
+_VMAP_LIMITATIONS = (
+    "vmap",
+    "batching rule",
+    "batched tensor",
+    "data-dependent control flow",
+    "Batching rule",
+)
+
+
+def _is_vmap_limitation(exc: BaseException) -> bool:
+    message = str(exc)
+    return any(phrase in message for phrase in _VMAP_LIMITATIONS)
+
+
+def _warn_fallback(func, exc: BaseException) -> None:
+    name = type(func).__name__
+    warnings.warn(
+        f"ACA: the model {name} cannot be batched by torch.func.vmap ({str(exc).splitlines()[0]}"
+        "); replaying its steps one by one instead (same gradient, slower). Pass "
+        "options={'replay': 'sequential'} to skip the attempt.",
+        ReplayFallbackWarning,
+        stacklevel=4,
     )
 
 
-def _batched_replay(problem: Problem, traj, grad_ys: torch.Tensor, params):
-    """The same gradient as :func:`_sequential_replay`, for small autonomous systems.
+class ReplayFallbackWarning(UserWarning):
+    """The ACA batched replay could not batch the model and fell back to the step-by-step
+    replay (the gradient is the same; only speed differs)."""
 
-    Every step's map ``y_{n+1} = ψ(y_n; h_n)`` depends only on its own checkpoint, so all steps
-    are replayed as one batch: one batched graph, ``D`` batched VJPs give every step's Jacobian
+
+def _batched_replay(
+    problem: Problem, record: ForwardRecord, grad_ys: torch.Tensor, params, chunk: int
+):
+    """The same gradient as :func:`_sequential_replay`, all steps of a chunk at once.
+
+    Every step's map ``y_{n+1} = ψ(t_n, h_n, y_n)`` depends only on its own checkpoint, so a
+    chunk of steps is replayed as one batch through ``torch.func.vmap`` over the model (each
+    step sees its own ``t`` and state, so reductions over the state and time dependence keep
+    their per-step meaning): one batched graph, ``D`` batched VJPs give every step's Jacobian
     ``∂ψ_n/∂y_n`` (D×D), the adjoint recurrence ``λ_n = J_nᵀ λ_{n+1} + (output terms)`` is a
-    loop of small mat-vecs, and one more batched VJP gives the parameter gradient. Replaces
-    ``N`` small autograd passes (whose per-node overhead dominates tiny states) by ``D + 2``.
+    loop of small mat-vecs, and one more VJP gives the parameter gradient. Replaces ``N``
+    small autograd passes (whose per-node overhead dominates tiny states) by ``D + 2``.
     """
     shape = grad_ys.shape[1:]
-    n_steps = len(traj.checkpoints)
+    n_steps = len(record.checkpoints)
     lam = torch.zeros(shape.numel(), dtype=grad_ys.dtype, device=grad_ys.device)
-    grad_params = [torch.zeros_like(p) for p in params]
+    grad_params = zeros_for(params)
     # chunks bound the memory: one chunk's batched graph and Jacobians at a time
-    for start in reversed(range(0, n_steps, _CHUNK_STEPS)):
-        stop = min(start + _CHUNK_STEPS, n_steps)
-        lam, chunk_grads = _replay_chunk(problem, traj, grad_ys, params, start, stop, lam)
+    for start in reversed(range(0, n_steps, chunk)):
+        stop = min(start + chunk, n_steps)
+        lam, chunk_grads = _replay_chunk(problem, record, grad_ys, params, start, stop, lam)
         for acc, g in zip(grad_params, chunk_grads, strict=True):
             acc += g
+    problem.stats.n_replayed_batched = n_steps
     return lam.reshape(shape), grad_params
 
 
+@dataclass
+class _ChunkOutputs:
+    """The output gradients of a chunk's steps, split by where the output lies.
+
+    Attributes:
+        end_grad: ``(n_steps, *shape)``: ``dL/dy_k`` summed over the outputs on each step's end.
+        step, k, theta: for each output strictly inside a step (``θ < 1``): its step within
+            the chunk, its output index and its ``θ``.
+        grad_inside: ``dL/dy_k`` of those outputs, ``(n_inside, *shape)`` (``None``: none).
+    """
+
+    end_grad: torch.Tensor
+    step: list[int]
+    k: list[int]
+    theta: list[float]
+    grad_inside: torch.Tensor | None
+
+    @classmethod
+    def collect(cls, outputs: Sequence[list[tuple[int, float]]], grad_ys: torch.Tensor):
+        shape = grad_ys.shape[1:]
+        end_grad = torch.zeros((len(outputs), *shape), dtype=grad_ys.dtype, device=grad_ys.device)
+        step, ks, thetas = [], [], []
+        for n, outs in enumerate(outputs):
+            for k, theta in outs:
+                if theta == 1.0:
+                    end_grad[n] += grad_ys[k]
+                else:
+                    step.append(n)
+                    ks.append(k)
+                    thetas.append(theta)
+        grad_inside = grad_ys[torch.tensor(ks, device=grad_ys.device)] if step else None
+        return cls(end_grad, step, ks, thetas, grad_inside)
+
+
 def _replay_chunk(
-    problem: Problem, traj, grad_ys: torch.Tensor, params, start: int, stop: int, lam_in
+    problem: Problem, record: ForwardRecord, grad_ys: torch.Tensor, params, start, stop, lam_in
 ):
     """Steps ``start..stop-1`` of :func:`_batched_replay`; ``lam_in`` is the adjoint of
     ``y_stop``. Returns the adjoint of ``y_start`` and this chunk's parameter gradients."""
-    tab = problem.tab
+    checkpoints = record.checkpoints[start:stop]
+    outputs = _ChunkOutputs.collect(record.outputs[start:stop], grad_ys)
+    counter = _EvalCounter()
+    rhs = RHS(_per_step(problem.func, len(checkpoints)), grad_ys[0], counter.tick)
+    with torch.enable_grad():
+        y_leaf, y1, y_int = _replay_batch(problem.tab, rhs, checkpoints, outputs, grad_ys)
+        jac = _step_jacobians(y1, y_leaf)
+        out_adj = torch.zeros(jac.shape[:2], dtype=jac.dtype, device=jac.device)
+        if y_int is not None:
+            v = torch.autograd.grad(y_int, y_leaf, outputs.grad_inside, retain_graph=True)[0]
+            out_adj = v.reshape(out_adj.shape)
+    lam, arriving = _adjoint_recurrence(lam_in, jac, outputs.end_grad, out_adj)
+    grad_params = zeros_for(params)
+    if params:
+        with torch.enable_grad():
+            outs, gouts = [y1], [arriving.reshape(y1.shape)]
+            if y_int is not None:
+                outs.append(y_int)
+                gouts.append(outputs.grad_inside)
+            grads = torch.autograd.grad(outs, list(params), gouts, allow_unused=True)
+        grad_params = fill_none(grads, params)
+    problem.stats.nfe_backward += counter.calls * len(checkpoints)
+    return lam, grad_params
+
+
+def _replay_batch(
+    tab: ButcherTableau,
+    rhs: RHS,
+    checkpoints: Sequence[tuple[float, float, torch.Tensor]],
+    outputs: _ChunkOutputs,
+    grad_ys: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Rebuild every step of the chunk as one batch (under autograd, set by the caller).
+
+    Returns ``(y_leaf, y1, y_int)``: the stacked checkpoint states (a leaf), the stacked step
+    ends and the dense outputs inside steps (``None``: none).
+    """
     shape = grad_ys.shape[1:]
-    d = shape.numel()
-    checkpoints = traj.checkpoints[start:stop]
-    n_steps = len(checkpoints)
     dtype, device = grad_ys.dtype, grad_ys.device
-    counter = _Counter()
-    rhs = RHS(problem.func, grad_ys[0], counter, "calls")
+    n_steps = len(checkpoints)
     y_leaf = torch.stack([c[2] for c in checkpoints]).detach().requires_grad_(True)
     h_col = torch.tensor([c[1] for c in checkpoints], dtype=torch.float64, device=device)
     h_b = h_col.reshape(n_steps, *([1] * len(shape)))
-    # outputs strictly inside a step (θ < 1) and those on a step's end (θ = 1)
-    inside_step, inside_k, inside_theta = [], [], []
-    end_grad = torch.zeros((n_steps, *shape), dtype=dtype, device=device)
-    for n, outs in enumerate(traj.outputs[start:stop]):
-        for k, theta in outs:
-            if theta == 1.0:
-                end_grad[n] += grad_ys[k]
-            else:
-                inside_step.append(n)
-                inside_k.append(k)
-                inside_theta.append(theta)
-    with torch.enable_grad():
-        t0 = torch.zeros((), dtype=torch.float64, device=device)  # autonomous: t is ignored
-        f0 = rhs(t0, y_leaf)
-        y1, ks = stages(rhs, tab, t0, h_b, y_leaf, f0, need_last=bool(inside_step) or not tab.fsal)
-        y_int = None
-        if inside_step:
-            if tab.extra_c:
-                ks = extra_stages(rhs, tab, t0, h_b, y_leaf, ks)
-            idx = torch.tensor(inside_step, device=device)
-            weights = torch.stack(
-                [torch.as_tensor(tab.dense_weights(th), dtype=torch.float64) for th in inside_theta]
-            ).to(device)  # (n_inside, stages)
-            h_in = h_b[idx]
-            y_int = y_leaf[idx]
-            for i, k_i in enumerate(ks):
-                w = weights[:, i].reshape(h_in.shape)
-                y_int = y_int + (w * h_in).to(dtype) * k_i[idx]
-        # Jacobians J[n, j, :] = ∂ y1[n, j] / ∂ y_n, from D batched VJPs
-        eye = torch.eye(d, dtype=dtype, device=device)
-        basis = eye.reshape(d, 1, *shape).expand(d, n_steps, *shape)
-        jac = torch.autograd.grad(y1, y_leaf, basis, retain_graph=True, is_grads_batched=True)[0]
-        jac = jac.reshape(d, n_steps, d).transpose(0, 1)  # (n_steps, j, i)
-        out_adj = torch.zeros((n_steps, d), dtype=dtype, device=device)
-        if y_int is not None:
-            g_in = grad_ys[torch.tensor(inside_k, device=device)]
-            v = torch.autograd.grad(y_int, y_leaf, g_in, retain_graph=True)[0]
-            out_adj = v.reshape(n_steps, d)
-    # adjoint recurrence over the steps, newest first
+    t_col = torch.tensor([c[0] for c in checkpoints], dtype=torch.float64, device=device)
+    t0 = t_col.reshape(h_b.shape)  # each step's own start time (float64)
+    f0 = rhs(t0, y_leaf)
+    y1, ks = stages(rhs, tab, t0, h_b, y_leaf, f0, need_last=bool(outputs.step) or not tab.fsal)
+    if not outputs.step:
+        return y_leaf, y1, None
+    if tab.extra_c:
+        ks = extra_stages(rhs, tab, t0, h_b, y_leaf, ks)
+    idx = torch.tensor(outputs.step, device=device)
+    weights = torch.stack(
+        [torch.as_tensor(tab.dense_weights(th), dtype=torch.float64) for th in outputs.theta]
+    ).to(device)  # (n_inside, stages)
+    h_in = h_b[idx]
+    y_int = y_leaf[idx]
+    for i, k_i in enumerate(ks):
+        w = weights[:, i].reshape(h_in.shape)
+        y_int = y_int + (w * h_in).to(dtype) * k_i[idx]
+    return y_leaf, y1, y_int
+
+
+def _step_jacobians(y1: torch.Tensor, y_leaf: torch.Tensor) -> torch.Tensor:
+    """``J[n, j, i] = ∂ y1[n, j] / ∂ y_leaf[n, i]``, shape ``(n_steps, D, D)``, from D batched
+    VJPs (the graph is kept for the VJPs that follow)."""
+    n_steps, shape = y_leaf.shape[0], y_leaf.shape[1:]
+    d = shape.numel()
+    eye = torch.eye(d, dtype=y1.dtype, device=y1.device)
+    basis = eye.reshape(d, 1, *shape).expand(d, n_steps, *shape)
+    jac = torch.autograd.grad(y1, y_leaf, basis, retain_graph=True, is_grads_batched=True)[0]
+    return jac.reshape(d, n_steps, d).transpose(0, 1)  # (n_steps, j, i)
+
+
+def _adjoint_recurrence(
+    lam_in: torch.Tensor, jac: torch.Tensor, end_grad: torch.Tensor, out_adj: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``λ_n = J_nᵀ (λ_{n+1} + end terms) + inside terms``, newest step first.
+
+    Returns the adjoint of the chunk's first state and, per step, the adjoint arriving at its
+    end (``(n_steps, D)``, what the parameter VJP weights ``y1`` with)."""
+    n_steps, d = out_adj.shape
     lam = lam_in
-    arriving = torch.empty((n_steps, d), dtype=dtype, device=device)
+    arriving = torch.empty((n_steps, d), dtype=out_adj.dtype, device=out_adj.device)
     end_flat = end_grad.reshape(n_steps, d)
     for n in range(n_steps - 1, -1, -1):
         lam_next = lam + end_flat[n]  # the adjoint of y_{n+1}
         arriving[n] = lam_next
         lam = jac[n].T @ lam_next + out_adj[n]
-    grad_params = [torch.zeros_like(p) for p in params]
-    if params:
-        with torch.enable_grad():
-            outs, gouts = [y1], [arriving.reshape(n_steps, *shape)]
-            if y_int is not None:
-                outs.append(y_int)
-                gouts.append(g_in)
-            grads = torch.autograd.grad(outs, list(params), gouts, allow_unused=True)
-        grad_params = [
-            g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)
-        ]
-    problem.stats.nfe_backward += counter.calls * n_steps
-    return lam, grad_params
+    return lam, arriving
 
 
-class _Counter:
+def _per_step(func, n_steps: int):
+    """``func`` mapped over the leading (step) dimension with ``torch.func.vmap``: called as
+    ``(t, y)`` with ``t`` of ``n_steps`` stage times and ``y`` of shape ``(n_steps, *state)``,
+    it evaluates ``func(t[n], y[n])`` for every step, with per-step semantics."""
+    mapped = torch.func.vmap(func)
+
+    def call(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return mapped(t.reshape(n_steps), y)
+
+    return call
+
+
+class _EvalCounter:
     """Counts batched evaluations (each stands for one evaluation per step)."""
 
     def __init__(self) -> None:
         self.calls = 0
+
+    def tick(self) -> None:
+        self.calls += 1

@@ -11,9 +11,20 @@ from __future__ import annotations
 
 import torch
 
-from physnode.solver.gradients.common import Problem, fill_none, time_gradient
+from physnode.solver.gradients.base import GradientMethod, register_gradient
+from physnode.solver.gradients.common import Problem, fill_none, remember, time_gradient
 from physnode.solver.integrate import integrate
+from physnode.solver.stats import SolverStats
 from physnode.solver.stepper import RHS
+
+
+@register_gradient("adjoint")
+class Adjoint(GradientMethod):
+    """Continuous adjoint: constant memory, approximate gradient (the backward solve drifts).
+    Fills ``nfe_backward`` and ``n_steps_backward``."""
+
+    def apply(self, problem, t, y0, params):
+        return AdjointFunction.apply(problem, t, y0, *params)
 
 
 class _Augmented:
@@ -48,11 +59,8 @@ class AdjointFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: Problem, t: torch.Tensor, y0: torch.Tensor, *params):
         with torch.no_grad():
-            traj = problem.run(y0)
-            ys = torch.stack(traj.ys)
-        ctx.problem = problem
-        ctx.params = params
-        ctx.t_meta = (t.dtype, t.device)
+            ys = torch.stack(problem.run(y0).ys)
+        remember(ctx, problem, t, params)
         ctx.save_for_backward(ys)
         return ys
 
@@ -61,37 +69,9 @@ class AdjointFunction(torch.autograd.Function):
         problem: Problem = ctx.problem
         params = ctx.params
         (ys,) = ctx.saved_tensors
-        opts = problem.options
         shape = ys.shape[1:]
         n = shape.numel()
-        rtol = opts.adjoint_rtol if opts.adjoint_rtol is not None else problem.rtol
-        atol = opts.adjoint_atol if opts.adjoint_atol is not None else problem.atol
-        aug = _Augmented(problem.func, shape, params)
-        z0 = torch.cat([ys[-1].reshape(-1), grad_ys[-1].reshape(-1)])
-        z0 = torch.cat(
-            [z0, *[torch.zeros(p.numel(), dtype=ys.dtype, device=ys.device) for p in params]]
-        )
-        rhs = RHS(aug, z0, problem.stats, "nfe_backward")
-        backward_stats = _StepCounter()
-        z = z0
-        with torch.no_grad():
-            for k in range(len(problem.t_out) - 1, 0, -1):
-                span = [problem.t_out[k], problem.t_out[k - 1]]
-                traj = integrate(
-                    rhs,
-                    problem.tab,
-                    span,
-                    z,
-                    rtol,
-                    atol,
-                    opts,
-                    backward_stats,
-                    n_norm=2 * n if opts.seminorm else None,
-                )
-                z = traj.ys[-1].clone()
-                z[:n] = ys[k - 1].reshape(-1)  # use the forward solution at output times
-                z[n : 2 * n] += grad_ys[k - 1].reshape(-1)
-        problem.stats.n_steps_backward += backward_stats.n_accepted + backward_stats.n_rejected
+        z = _solve_backwards(problem, ys, grad_ys, params)
         lam_total = z[n : 2 * n].view(shape)
         grad_params, offset = [], 2 * n
         for p in params:
@@ -99,15 +79,38 @@ class AdjointFunction(torch.autograd.Function):
             offset += p.numel()
         grad_t = None
         if ctx.needs_input_grad[1]:
-            rhs_y = RHS(problem.func, ys[0], problem.stats, "nfe_backward")
+            rhs_y = problem.backward_rhs(ys[0])
             flow = lam_total - grad_ys[0]
             grad_t = time_gradient(rhs_y, problem.t_out, ys, grad_ys, flow, *ctx.t_meta)
         return (None, grad_t, lam_total, *fill_none(grad_params, params))
 
 
-class _StepCounter:
-    """Collects accepted/rejected counts of the backward solves separately from the forward's."""
-
-    def __init__(self) -> None:
-        self.n_accepted = 0
-        self.n_rejected = 0
+def _solve_backwards(problem: Problem, ys: torch.Tensor, grad_ys: torch.Tensor, params):
+    """Integrate ``z = [y, a, a_θ]`` from ``t_K`` to ``t_0``, one output interval at a time;
+    returns ``z`` at ``t_0`` (flat)."""
+    opts = problem.options
+    shape = ys.shape[1:]
+    n = shape.numel()
+    rtol = opts.adjoint_rtol if opts.adjoint_rtol is not None else problem.rtol
+    atol = opts.adjoint_atol if opts.adjoint_atol is not None else problem.atol
+    aug = _Augmented(problem.func, shape, params)
+    z0 = torch.cat([ys[-1].reshape(-1), grad_ys[-1].reshape(-1)])
+    z0 = torch.cat(
+        [z0, *[torch.zeros(p.numel(), dtype=ys.dtype, device=ys.device) for p in params]]
+    )
+    rhs = RHS(aug, z0, problem.stats.count_backward_eval)
+    # the backward solves' steps are counted apart from the forward's n_accepted/n_rejected
+    backward_stats = SolverStats()
+    z = z0
+    with torch.no_grad():
+        for k in range(len(problem.t_out) - 1, 0, -1):
+            span = [problem.t_out[k], problem.t_out[k - 1]]
+            record = integrate(
+                rhs, problem.tab, span, z, rtol, atol, opts, backward_stats,
+                n_norm=2 * n if opts.seminorm else None,
+            )  # fmt: skip
+            z = record.ys[-1].clone()
+            z[:n] = ys[k - 1].reshape(-1)  # use the forward solution at output times
+            z[n : 2 * n] += grad_ys[k - 1].reshape(-1)
+    problem.stats.n_steps_backward += backward_stats.n_accepted + backward_stats.n_rejected
+    return z

@@ -1,4 +1,4 @@
-"""Pieces shared by the gradient strategies."""
+"""Pieces shared by the gradient methods: the :class:`Problem` and the time gradient."""
 
 from __future__ import annotations
 
@@ -7,31 +7,54 @@ from dataclasses import dataclass
 
 import torch
 
-from physnode.solver.integrate import Trajectory, integrate
+from physnode.solver.integrate import ForwardRecord, integrate
 from physnode.solver.options import SolverOptions
+from physnode.solver.stats import SolverStats
 from physnode.solver.stepper import RHS
 from physnode.solver.tableaus import ButcherTableau
+from physnode.solver.vector_field import VectorField
 
 
 @dataclass
 class Problem:
-    """Everything a gradient strategy needs besides the differentiable inputs."""
+    """Everything a gradient method needs besides the differentiable inputs.
 
-    func: object
+    Attributes:
+        func: the user's vector field.
+        tab: the Runge–Kutta method.
+        t_out: the output times in float64, strictly monotone.
+        rtol, atol: tolerances of the forward solve.
+        options: validated solver options.
+        stats: the counters of this solve, filled in place.
+    """
+
+    func: VectorField
     tab: ButcherTableau
     t_out: list[float]
     rtol: float
     atol: float
     options: SolverOptions
-    stats: object
+    stats: SolverStats
 
-    def run(self, y0: torch.Tensor, *, record: bool = False, naive: bool = False) -> Trajectory:
+    def run(self, y0: torch.Tensor, *, record: bool = False, naive: bool = False) -> ForwardRecord:
         """The forward solve from ``y0`` (autograd mode chosen by the caller)."""
-        rhs = RHS(self.func, y0, self.stats, "nfe_forward")
+        rhs = RHS(self.func, y0, self.stats.count_forward_eval)
         return integrate(
             rhs, self.tab, self.t_out, y0, self.rtol, self.atol, self.options, self.stats,
             record=record, naive=naive,
         )  # fmt: skip
+
+    def backward_rhs(self, y_like: torch.Tensor) -> RHS:
+        """``func`` wrapped for the backward pass: its evaluations count as ``nfe_backward``."""
+        return RHS(self.func, y_like, self.stats.count_backward_eval)
+
+
+def remember(ctx, problem: Problem, t: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+    """Keep on an autograd ``ctx`` what every backward pass reads: the problem, the
+    parameters and the dtype/device of ``t`` (for the time gradient)."""
+    ctx.problem = problem
+    ctx.params = params
+    ctx.t_meta = (t.dtype, t.device)
 
 
 def time_gradient(
@@ -50,13 +73,17 @@ def time_gradient(
     ``ys[0] = y0`` does not depend on ``t_0``). Exact derivatives of the flow, so they agree with
     the discrete solve to its tolerance.
     """
-    out = torch.zeros(len(t_out), dtype=torch.float64)
+    device = ys.device
     with torch.no_grad():
+        # one host synchronisation for the whole grid: which outputs the loss reads at all
+        used = grad_ys[1:].reshape(len(t_out) - 1, -1).any(dim=1).tolist()
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        terms = [-(grad_y0_flow * rhs(t_out[0], ys[0])).sum().double()]
         for k in range(1, len(t_out)):
-            g = grad_ys[k]
-            if bool(g.any()):
-                out[k] = (g * rhs(t_out[k], ys[k])).sum().double()
-        out[0] = -(grad_y0_flow * rhs(t_out[0], ys[0])).sum().double()
+            terms.append(
+                (grad_ys[k] * rhs(t_out[k], ys[k])).sum().double() if used[k - 1] else zero
+            )
+        out = torch.stack(terms)
     return out.to(dtype=t_dtype, device=t_device)
 
 

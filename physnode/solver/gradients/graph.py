@@ -1,4 +1,4 @@
-"""``backprop`` and ``naive``: autograd through the solve itself.
+"""Autograd through the solve itself: the engine of ``backprop`` and ``naive``.
 
 ``backprop`` differentiates the accepted steps with the step sizes held constant (the controller
 is detached) — what torchdiffeq's ``odeint`` does; ACA must equal it to rounding. ``naive``
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from physnode.solver.gradients.common import Problem, fill_none, time_gradient
-from physnode.solver.stepper import RHS
+from physnode.solver.gradients.common import Problem, fill_none, remember, time_gradient
 
 
 class GraphFunction(torch.autograd.Function):
@@ -21,12 +20,10 @@ class GraphFunction(torch.autograd.Function):
     def forward(ctx, problem: Problem, naive: bool, t: torch.Tensor, y0: torch.Tensor, *params):
         y_leaf = y0.detach().requires_grad_(True)
         with torch.enable_grad():
-            traj = problem.run(y_leaf, naive=naive)
-            ys_graph = torch.stack(traj.ys)
-        ctx.problem = problem
+            record = problem.run(y_leaf, naive=naive)
+            ys_graph = torch.stack(record.ys)
+        remember(ctx, problem, t, params)
         ctx.graph = (y_leaf, ys_graph)
-        ctx.params = params
-        ctx.t_meta = (t.dtype, t.device)
         return ys_graph.detach()
 
     @staticmethod
@@ -42,7 +39,7 @@ class GraphFunction(torch.autograd.Function):
         flow = grads[0] if grads[0] is not None else torch.zeros_like(y_leaf)
         grad_t = None
         if ctx.needs_input_grad[2]:
-            rhs = RHS(problem.func, y_leaf, problem.stats, "nfe_backward")
+            rhs = problem.backward_rhs(y_leaf)
             grad_t = time_gradient(
                 rhs, problem.t_out, ys_graph.detach(), grad_ys, flow, *ctx.t_meta
             )

@@ -1,0 +1,40 @@
+"""Counters of one solve: :class:`SolverStats`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class SolverStats:
+    """Counters of one solve; the backward fields fill in when ``.backward()`` runs.
+
+    Attributes:
+        nfe_forward: function evaluations of the forward solve.
+        nfe_backward: function evaluations of the backward pass (ACA replay, adjoint solve,
+            time gradients).
+        n_accepted, n_rejected: accepted and rejected steps of the forward solve.
+        n_checkpoints: states held for the backward pass (ACA: one per accepted step).
+        n_steps_backward: step attempts of the adjoint's backward solve.
+        n_replayed_batched: ACA: accepted steps the backward pass replayed in batches (the
+            rest, ``n_checkpoints - n_replayed_batched``, were replayed one by one).
+    """
+
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    n_accepted: int = 0
+    n_rejected: int = 0
+    n_checkpoints: int = 0
+    n_steps_backward: int = 0
+    n_replayed_batched: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def count_forward_eval(self) -> None:
+        """One evaluation of the vector field by the forward solve (an ``RHS`` callback)."""
+        self.nfe_forward += 1
+
+    def count_backward_eval(self) -> None:
+        """One evaluation of the vector field by the backward pass (an ``RHS`` callback)."""
+        self.nfe_backward += 1

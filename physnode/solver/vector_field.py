@@ -1,0 +1,36 @@
+"""What the solver needs from a model: the :class:`VectorField` protocol, declared once.
+
+Every part of the solver that asks something of the user's ``func`` reads it here:
+:func:`is_autonomous` is the one place the optional ``autonomous`` flag is read.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+__all__ = ["VectorField", "is_autonomous"]
+
+
+class VectorField(Protocol):
+    """A model ``dy/dt = func(t, y)`` as :func:`~physnode.solver.odeint` calls it.
+
+    ``__call__(t, y)``: ``t`` a 0-dim tensor of the state's dtype and device, ``y`` the state of
+    shape ``(..., D)`` (leading dimensions a batch); returns ``dy/dt`` of ``y``'s shape, dtype
+    and device. Any callable with this signature qualifies (a function, an ``nn.Module``, a
+    bound method).
+
+    Optional attribute ``autonomous: bool`` (default ``False``): ``True`` declares that the
+    result does not depend on ``t``. The solver itself needs no such promise (ACA's batched
+    replay passes every step its own ``t`` through ``torch.func.vmap``); it is for callers that
+    restart a model at another time, such as multiple shooting. A model without the attribute
+    is treated as non-autonomous; read it with :func:`is_autonomous`.
+    """
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+def is_autonomous(func: object) -> bool:
+    """Whether ``func`` declares ``autonomous = True`` (absent: ``False``)."""
+    return bool(getattr(func, "autonomous", False))
