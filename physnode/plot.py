@@ -6,6 +6,7 @@ matplotlib is imported lazily, so ``import physnode`` does not need it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -198,46 +199,85 @@ def plot_fit(record: FitRecord, fig: Figure | None = None) -> Figure:
         fig = plt.figure(figsize=(12, 9))
     (ax_orbit, ax_loss), (ax_param, ax_err) = fig.subplots(2, 2, squeeze=False)
     obs, pred = _single(record.observed), _single(record.prediction)
-    t = obs.times
-    train = t <= record.train_until
-    # Include the boundary sample in both parts so the two line styles join up.
-    beyond = np.concatenate([train[1:], [False]]) != train
-    beyond |= ~train
-
+    train, beyond = _train_masks(obs.times, record.train_until)
     if obs.positions is not None and pred.positions is not None:
-        dim = obs.positions.shape[-1]
-        for i in range(obs.positions.shape[1]):
-            ox = obs.positions[:, i, 0]
-            oy = obs.positions[:, i, 1] if dim >= 2 else np.zeros_like(ox)
-            px = pred.positions[:, i, 0]
-            py = pred.positions[:, i, 1] if dim >= 2 else np.zeros_like(px)
-            (line,) = ax_orbit.plot(px[train], py[train], lw=1.5, label=f"body {i + 1}")
-            color = line.get_color()
-            ax_orbit.plot(px[beyond], py[beyond], "--", lw=1.5, color=color)
-            ax_orbit.plot(ox, oy, ".", ms=3, color=color, alpha=0.5)
-        ax_orbit.set_aspect("equal", adjustable="datalim")
-        ax_orbit.set_xlabel("x")
-        ax_orbit.set_ylabel("y")
+        _plot_fit_orbits(ax_orbit, obs, pred, train, beyond)
     else:
-        o, p = _series(obs), _series(pred)
-        names = obs.state_names or tuple(f"y{k}" for k in range(o.shape[1]))
-        for k in range(o.shape[1]):
-            (line,) = ax_orbit.plot(t[train], p[train, k], lw=1.5, label=names[k])
-            ax_orbit.plot(t[beyond], p[beyond, k], "--", lw=1.5, color=line.get_color())
-            ax_orbit.plot(t, o[:, k], ".", ms=3, color=line.get_color(), alpha=0.5)
-        ax_orbit.axvline(record.train_until, color="grey", ls=":", lw=1)
-        ax_orbit.set_xlabel("t")
+        _plot_fit_components(ax_orbit, obs, pred, train, beyond, record.train_until)
     ax_orbit.set_title("observed (dots) vs predicted (solid: train, dashed: extrapolation)")
     ax_orbit.legend(loc="best", fontsize="small")
+    _plot_loss(ax_loss, record.history)
+    _plot_parameters(ax_param, record)
+    _plot_prediction_error(ax_err, obs, pred, record.train_until)
+    model = record.settings.get("model", "")
+    status = " (interrupted)" if record.interrupted else ""
+    fig.suptitle(f"fit: {model} model, data {record.data_file}{status}")
+    return fig
 
-    epochs = np.asarray(record.history["epoch"])
-    loss = np.asarray(record.history["loss"], dtype=float)
+
+def _train_masks(t: np.ndarray, train_until: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, beyond)`` boolean masks over ``t``; the boundary sample is in both, so the
+    solid and the dashed line join up."""
+    train = t <= train_until
+    beyond = np.concatenate([train[1:], [False]]) != train
+    beyond |= ~train
+    return train, beyond
+
+
+def _plot_fit_orbits(
+    ax: Axes, obs: Trajectory, pred: Trajectory, train: np.ndarray, beyond: np.ndarray
+) -> None:
+    """Particle fits: predicted paths (solid, then dashed) over the observed ones (dots)."""
+    assert obs.positions is not None and pred.positions is not None  # checked by plot_fit
+    dim = obs.positions.shape[-1]
+    for i in range(obs.positions.shape[1]):
+        ox = obs.positions[:, i, 0]
+        oy = obs.positions[:, i, 1] if dim >= 2 else np.zeros_like(ox)
+        px = pred.positions[:, i, 0]
+        py = pred.positions[:, i, 1] if dim >= 2 else np.zeros_like(px)
+        (line,) = ax.plot(px[train], py[train], lw=1.5, label=f"body {i + 1}")
+        color = line.get_color()
+        ax.plot(px[beyond], py[beyond], "--", lw=1.5, color=color)
+        ax.plot(ox, oy, ".", ms=3, color=color, alpha=0.5)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+
+
+def _plot_fit_components(
+    ax: Axes,
+    obs: Trajectory,
+    pred: Trajectory,
+    train: np.ndarray,
+    beyond: np.ndarray,
+    train_until: float,
+) -> None:
+    """State fits: each predicted component against time over the observed one (dots)."""
+    t = obs.times
+    o, p = _series(obs), _series(pred)
+    names = obs.state_names or tuple(f"y{k}" for k in range(o.shape[1]))
+    for k in range(o.shape[1]):
+        (line,) = ax.plot(t[train], p[train, k], lw=1.5, label=names[k])
+        ax.plot(t[beyond], p[beyond, k], "--", lw=1.5, color=line.get_color())
+        ax.plot(t, o[:, k], ".", ms=3, color=line.get_color(), alpha=0.5)
+    ax.axvline(train_until, color="grey", ls=":", lw=1)
+    ax.set_xlabel("t")
+
+
+def _plot_loss(ax: Axes, history: Mapping[str, Any]) -> None:
+    """The loss against the epoch, log scale."""
+    epochs = np.asarray(history["epoch"])
+    loss = np.asarray(history["loss"], dtype=float)
     if loss.size:
-        ax_loss.semilogy(epochs, np.maximum(loss, np.finfo(np.float64).tiny))
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_loss.set_title("loss")
+        ax.semilogy(epochs, np.maximum(loss, np.finfo(np.float64).tiny))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("loss")
 
+
+def _plot_parameters(ax: Axes, record: FitRecord) -> None:
+    """Each ``param/...`` history component against the epoch; the true masses dotted."""
+    epochs = np.asarray(record.history["epoch"])
     for key, values in record.history.items():
         if not key.startswith("param/"):
             continue
@@ -245,27 +285,26 @@ def plot_fit(record: FitRecord, fig: Figure | None = None) -> Figure:
         flat = np.asarray(values, dtype=float).reshape(len(values), -1)
         for j in range(flat.shape[1]):
             label = name if flat.shape[1] == 1 else f"{name}[{j}]"
-            ax_param.plot(epochs[: len(flat)], flat[:, j], lw=1.2, label=label)
+            ax.plot(epochs[: len(flat)], flat[:, j], lw=1.2, label=label)
     if record.observed.masses is not None and "param/masses" in record.history:
         for m in np.atleast_1d(_single(record.observed).masses):
-            ax_param.axhline(float(m), color="grey", ls=":", lw=0.8)
-    ax_param.set_xlabel("epoch")
-    ax_param.set_title("parameters (dotted: true masses)")
-    if ax_param.lines:
-        ax_param.legend(loc="best", fontsize="small")
+            ax.axhline(float(m), color="grey", ls=":", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_title("parameters (dotted: true masses)")
+    if ax.lines:
+        ax.legend(loc="best", fontsize="small")
 
+
+def _plot_prediction_error(ax: Axes, obs: Trajectory, pred: Trajectory, train_until: float) -> None:
+    """RMS of ``predicted - observed`` over the components against time, log scale."""
     err = np.sqrt(np.mean((_series(pred) - _series(obs)) ** 2, axis=1))
     # Exact zeros (the shared start) cannot be shown on a log axis: leave them out.
-    ax_err.semilogy(t, np.where(err > 0, err, np.nan))
-    ax_err.axvline(record.train_until, color="k", ls="--", lw=1, label="train_until")
-    ax_err.set_xlabel("t")
-    ax_err.set_ylabel("RMS error")
-    ax_err.set_title("prediction error")
-    ax_err.legend(loc="best", fontsize="small")
-    model = record.settings.get("model", "")
-    status = " (interrupted)" if record.interrupted else ""
-    fig.suptitle(f"fit: {model} model, data {record.data_file}{status}")
-    return fig
+    ax.semilogy(obs.times, np.where(err > 0, err, np.nan))
+    ax.axvline(train_until, color="k", ls="--", lw=1, label="train_until")
+    ax.set_xlabel("t")
+    ax.set_ylabel("RMS error")
+    ax.set_title("prediction error")
+    ax.legend(loc="best", fontsize="small")
 
 
 def plot_fit_file(

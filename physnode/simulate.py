@@ -24,16 +24,13 @@ from physnode.errors import InvalidInputError
 from physnode.solver import solve
 from physnode.solver.symplectic import SYMPLECTIC_METHODS, integrate_symplectic
 from physnode.solver.tableaus import RK_METHODS
-from physnode.systems import SYSTEMS, NBody, make_system, random_nbody, random_three_body_batch
-from physnode.systems import three_body as _three_body
-from physnode.systems.presets import get_preset
+from physnode.systems import RunOptions, RunSetup, System, system_info
 
 __all__ = ["ALL_METHODS", "SimulationSummary", "simulate"]
 
 #: Every method name :func:`simulate` accepts: Runge–Kutta (adaptive or fixed) and symplectic.
 ALL_METHODS: tuple[str, ...] = (*RK_METHODS, *SYMPLECTIC_METHODS)
 
-_PARTICLE_PARAMS = ("G", "softening")  # what --param may change for three-body and n-body
 _N_CHUNKS = 20  # progress granularity; chunking is the same with or without a callback
 
 
@@ -98,8 +95,9 @@ def simulate(
         dim: 2 or 3 (particle systems).
         device: torch device for the integration (``cpu``, ``cuda``).
         bodies: number of bodies of ``n-body``.
-        params: physical parameters overriding the system's defaults (three-body / n-body:
-            ``G``, ``softening``).
+        params: physical parameters overriding the system's defaults (those in its
+            :attr:`~physnode.systems.SystemInfo.settable`; three-body / n-body: ``G``,
+            ``softening``).
         batch: three-body ensemble of ``batch`` perturbed figure-eight starts.
         step_size: step of fixed-step and symplectic methods; default ``period / 2000`` or
             ``t_end / 20000``.
@@ -112,7 +110,30 @@ def simulate(
         InvalidInputError: unknown system, preset, method or parameter; bad run length or point
             count. StepSizeTooSmallError and other solver errors propagate from the engine.
     """
-    params = dict(params or {})
+    _check_settings(method, points, noise, periods, t_end)
+    options = RunOptions(preset=preset, dim=dim, seed=seed, bodies=bodies, batch=batch)
+    setup = system_info(system).setup(options, params)
+    span, run_info = _run_length(system, setup, periods, t_end)
+    meta = {**setup.parameters, **run_info}
+    meta.update(method=method, rtol=float(rtol), atol=float(atol), seed=int(seed))
+    step_size = _step_size(step_size, setup.period, span)
+    module, y0 = _on_device(setup, device)
+    times = np.linspace(0.0, span, points)
+
+    start = time.perf_counter()
+    ys, n_acc, n_rej, nfe = _integrate(module, y0, times, method, rtol, atol, step_size, progress)
+    wall = time.perf_counter() - start
+
+    traj, energy_error = _record(module, times, ys, meta, noise, seed)
+    summary = SimulationSummary(energy_error, n_acc, n_rej, nfe, wall, float(span), method)
+    return traj, summary
+
+
+# ---------------------------------------------------------------------------- the settings
+def _check_settings(
+    method: str, points: int, noise: float, periods: float | None, t_end: float | None
+) -> None:
+    """InvalidInputError for a bad method, point count, noise level or run length pair."""
     if method not in ALL_METHODS:
         raise InvalidInputError(
             f"unknown method {method!r}; valid methods are {list(ALL_METHODS)}."
@@ -124,123 +145,18 @@ def simulate(
     if periods is not None and t_end is not None:
         raise InvalidInputError("give either periods or t_end, not both.")
 
-    sys_module, y0, period, meta = _build(system, preset, dim, seed, bodies, params, batch)
-    span, run_info = _run_length(system, preset, period, periods, t_end)
-    meta.update(run_info)
-    meta.update(method=method, rtol=float(rtol), atol=float(atol), seed=int(seed))
-
-    if step_size is None:
-        step_size = (period / 2000.0) if period is not None else span / 20000.0
-    if not (math.isfinite(step_size) and step_size > 0):
-        raise InvalidInputError(f"step_size must be positive; got {step_size!r}.")
-
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("device 'cuda' requested but no CUDA GPU is available; use cpu.")
-    sys_module = sys_module.to(dev)
-    y0 = y0.to(device=dev, dtype=torch.float64)
-    times = np.linspace(0.0, span, points)
-
-    start = time.perf_counter()
-    ys, n_acc, n_rej, nfe = _integrate(
-        sys_module, y0, times, method, rtol, atol, step_size, progress
-    )
-    wall = time.perf_counter() - start
-
-    energy = _energy(sys_module, ys)
-    ys_np = ys.detach().cpu().numpy()
-    traj = _trajectory(sys_module, times, ys_np, energy, meta)
-    energy_error = _energy_error(energy)
-    if noise > 0:
-        traj = add_noise(traj, float(noise), int(seed), relative=True)
-    else:
-        traj.parameters["noise_std"] = 0.0
-    summary = SimulationSummary(energy_error, n_acc, n_rej, nfe, wall, float(span), method)
-    return traj, summary
-
-
-# ------------------------------------------------------------------------------- building
-def _build(
-    system: str,
-    preset: str,
-    dim: int,
-    seed: int,
-    bodies: int,
-    params: dict[str, float],
-    batch: int | None,
-) -> tuple[torch.nn.Module, torch.Tensor, float | None, dict[str, Any]]:
-    """``(system_module, y0, period, parameters)`` for a run."""
-    if system not in SYSTEMS:
-        raise InvalidInputError(f"unknown system {system!r}; valid systems are {list(SYSTEMS)}.")
-    if system in ("three-body", "n-body"):
-        _check_particle_params(system, params)
-        if system == "three-body":
-            if batch is not None:
-                base, y0 = random_three_body_batch(int(batch), seed=seed, dim=dim)
-                period = get_preset("figure-eight").period
-                preset_name = "figure-eight-perturbed"
-            else:
-                base, y0, period = _three_body(preset, dim=dim, seed=seed)
-                preset_name = preset
-        else:
-            base, y0 = random_nbody(int(bodies), dim=dim, seed=seed)
-            period, preset_name = None, None
-        masses = base.masses.detach().cpu().numpy()
-        # make_system validates G > 0 and softening >= 0 with readable messages.
-        module = make_system(
-            "n-body",
-            masses=tuple(masses.tolist()),
-            dim=dim,
-            names=base.body_names,
-            **params,
-        )
-        meta: dict[str, Any] = {
-            "system": system,
-            "G": float(module.G),
-            "softening": float(module.softening),
-            "dim": int(dim),
-        }
-        if preset_name is not None:
-            meta["preset"] = preset_name
-        if system == "n-body":
-            meta["n_bodies"] = int(bodies)
-        if batch is not None:
-            meta["batch"] = int(batch)
-        return module, y0, period, meta
-    if batch is not None:
-        raise InvalidInputError("batch applies to the three-body system only.")
-    module = make_system(system, **params)
-    values = {k: v.detach().cpu().numpy() for k, v in module.physical_parameters().items()}
-    meta = {"system": system}
-    for key, value in values.items():
-        meta[key] = float(value) if value.ndim == 0 else value
-    y0 = module.default_y0()
-    period = None
-    return module, y0, period, meta
-
-
-def _check_particle_params(system: str, params: Mapping[str, float]) -> None:
-    unknown = sorted(set(params) - set(_PARTICLE_PARAMS))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown parameter(s) {unknown} for system {system!r}; "
-            f"valid parameters are {list(_PARTICLE_PARAMS)}."
-        )
-
 
 def _run_length(
-    system: str,
-    preset: str,
-    period: float | None,
-    periods: float | None,
-    t_end: float | None,
+    system: str, setup: RunSetup, periods: float | None, t_end: float | None
 ) -> tuple[float, dict[str, Any]]:
     """The final time and the parameters that describe it."""
+    period = setup.period
     if periods is not None:
         if period is None:
+            preset = setup.parameters.get("preset")
             raise InvalidInputError(
                 f"periods applies to periodic presets only; {system!r}"
-                + (f" preset {preset!r}" if system == "three-body" else "")
+                + (f" preset {preset!r}" if preset is not None else "")
                 + " has no period: give t_end instead."
             )
         if not (math.isfinite(periods) and periods > 0):
@@ -249,13 +165,30 @@ def _run_length(
     if t_end is None:
         if period is not None:
             return 10 * period, {"periods": 10.0, "period": period}
-        t_end = 70.0 if (system == "three-body" and preset == "pythagorean") else 10.0
+        t_end = setup.default_t_end
     if not (math.isfinite(t_end) and t_end > 0):
         raise InvalidInputError(f"t_end must be positive; got {t_end!r}.")
     info: dict[str, Any] = {"t_end": float(t_end)}
     if period is not None:
         info["period"] = period
     return float(t_end), info
+
+
+def _step_size(step_size: float | None, period: float | None, span: float) -> float:
+    """The given step, else ``period / 2000`` or ``span / 20000``; checked positive."""
+    if step_size is None:
+        step_size = (period / 2000.0) if period is not None else span / 20000.0
+    if not (math.isfinite(step_size) and step_size > 0):
+        raise InvalidInputError(f"step_size must be positive; got {step_size!r}.")
+    return step_size
+
+
+def _on_device(setup: RunSetup, device: str) -> tuple[System, torch.Tensor]:
+    """The system and its float64 start on ``device``; InvalidInputError without CUDA."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device 'cuda' requested but no CUDA GPU is available; use cpu.")
+    return setup.system.to(dev), setup.y0.to(device=dev, dtype=torch.float64)
 
 
 # ----------------------------------------------------------------------------- integration
@@ -320,28 +253,19 @@ def _energy_error(energy: np.ndarray | None) -> float | None:
     return float(np.max(diff / scale))
 
 
-def _trajectory(
-    module: torch.nn.Module,
+def _record(
+    module: System,
     times: np.ndarray,
-    ys: np.ndarray,
-    energy: np.ndarray | None,
+    ys: torch.Tensor,
     meta: dict[str, Any],
-) -> Trajectory:
-    if isinstance(module, NBody):
-        return Trajectory.from_state(
-            times,
-            ys,
-            module.n_bodies,
-            module.dim,
-            masses=module.masses.detach().cpu().numpy(),
-            energy=energy,
-            body_names=module.body_names,
-            parameters=meta,
-        )
-    return Trajectory(
-        times,
-        state=ys,
-        state_names=tuple(module.state_names),
-        energy=energy,
-        parameters=meta,
-    )
+    noise: float,
+    seed: int,
+) -> tuple[Trajectory, float | None]:
+    """The system's trajectory of ``ys`` with its clean energy, then noise; and the energy error."""
+    energy = _energy(module, ys)
+    traj = module.to_trajectory(times, ys.detach().cpu().numpy(), energy=energy, parameters=meta)
+    if noise > 0:
+        traj = add_noise(traj, float(noise), int(seed), relative=True)
+    else:
+        traj.parameters["noise_std"] = 0.0
+    return traj, _energy_error(energy)

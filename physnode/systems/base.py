@@ -9,13 +9,18 @@ and read through ``softplus``, so it stays positive whatever the optimiser does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import softplus
 
 from physnode.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from physnode.data import Trajectory
 
 __all__ = ["PhysicalParameter", "System", "inverse_softplus"]
 
@@ -69,13 +74,30 @@ class PhysicalParameter(nn.Module):
             return self.value
         return softplus(self.raw) if self.positive else self.raw
 
+    def cast(self, like: Tensor) -> Tensor:
+        """The value in ``like``'s dtype and device. A frozen value is converted once and
+        cached (keyed by the buffer's identity and version, so a changed value is converted
+        anew); a learnable one is converted on every call, inside the autograd graph."""
+        value = self.forward()
+        if value.dtype == like.dtype and value.device == like.device:
+            return value
+        if self.raw is not None:
+            return value.to(dtype=like.dtype, device=like.device)
+        key = (like.dtype, like.device, value.data_ptr(), value._version)
+        cached = self.__dict__.get("_cast_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, value.to(dtype=like.dtype, device=like.device))
+            self.__dict__["_cast_cache"] = cached
+        return cached[1]
+
 
 class System(nn.Module):
     """Base class: an ODE ``dy/dt = f(t, y)`` with named, optionally learnable parameters.
 
     Subclasses set ``state_names`` and ``second_order`` (``True`` when the state is positions
-    then velocities and :meth:`acceleration` is provided), register their parameters with
-    :meth:`add_parameter` and implement :meth:`forward` and :meth:`default_y0`. ``separable``
+    then velocities and :meth:`acceleration` is provided), declare ``positive_parameters``,
+    register their parameters with :meth:`add_parameter` and implement :meth:`forward` and
+    :meth:`default_y0`. ``separable``
     is ``True`` when :meth:`acceleration` does not depend on the velocities (a separable
     Hamiltonian ``T(p) + V(q, t)``), which is what the symplectic integrators need.
 
@@ -85,6 +107,14 @@ class System(nn.Module):
 
     state_names: list[str]
     second_order: bool = False
+    #: the physical parameters that must be > 0, declared once: :meth:`add_parameter`
+    #: validates them and learns them through ``softplus``, and ``make_system`` checks them
+    #: before building. ``None`` (undeclared): every parameter is positive unless
+    #: ``add_parameter(..., positive=False)``.
+    positive_parameters: ClassVar[tuple[str, ...] | None] = None
+    #: the state is particles (positions then velocities of bodies with masses); see
+    #: :meth:`to_trajectory`
+    particles: ClassVar[bool] = False
     #: ``forward`` ignores ``t`` and accepts any leading batch dimensions; the ACA backward
     #: pass may then replay all steps as one batch (see physnode.solver.gradients.aca)
     autonomous: bool = False
@@ -94,8 +124,16 @@ class System(nn.Module):
         self.params = nn.ModuleDict()
 
     # -- parameters -------------------------------------------------------------------------
-    def add_parameter(self, name: str, value: float | Tensor, *, positive: bool = True) -> None:
-        """Register a physical parameter (frozen); ``positive`` ones are validated > 0."""
+    def add_parameter(
+        self, name: str, value: float | Tensor, *, positive: bool | None = None
+    ) -> None:
+        """Register a physical parameter (frozen); ``positive`` ones are validated > 0.
+
+        ``positive=None`` reads the class's ``positive_parameters``.
+        """
+        if positive is None:
+            declared = type(self).positive_parameters
+            positive = True if declared is None else name in declared
         self.params[name] = PhysicalParameter(name, value, positive=positive)
 
     @property
@@ -105,10 +143,10 @@ class System(nn.Module):
 
     def param(self, name: str, like: Tensor | None = None) -> Tensor:
         """Current value of parameter ``name``, cast to ``like``'s dtype and device if given."""
-        value = self.params[name].forward()  # .forward(): no hooks to run, less overhead
-        if like is None or (value.dtype == like.dtype and value.device == like.device):
-            return value
-        return value.to(dtype=like.dtype, device=like.device)
+        parameter = self.params[name]
+        if like is None:
+            return parameter.forward()  # .forward(): no hooks to run, less overhead
+        return parameter.cast(like)
 
     def physical_parameters(self) -> dict[str, Tensor]:
         """Current (constrained) values of all physical parameters, keyed by name."""
@@ -167,6 +205,41 @@ class System(nn.Module):
     def invariants(self, y: Tensor) -> dict[str, Tensor]:
         """Conserved quantities, each of shape ``y.shape[:-1]``; empty if there are none."""
         return {}
+
+    # -- data -------------------------------------------------------------------------------
+    def run_parameters(self) -> dict[str, Any]:
+        """What a trajectory file records about this system: each physical parameter, a
+        ``float`` when scalar, else a NumPy array."""
+        out: dict[str, Any] = {}
+        for key, value in self.physical_parameters().items():
+            arr = value.detach().cpu().numpy()
+            out[key] = float(arr) if arr.ndim == 0 else arr
+        return out
+
+    def to_trajectory(
+        self,
+        times: np.ndarray,
+        ys: np.ndarray,
+        *,
+        energy: np.ndarray | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Trajectory:
+        """A solved series as a :class:`~physnode.data.Trajectory`: here the flat state with
+        ``state_names`` (particle systems split it into positions and velocities).
+
+        Args:
+            times: shape ``(T,)``. ys: shape ``(T, D)`` or ``(T, B, D)`` (a batch), NumPy.
+            energy: shape ``(T,)`` or ``(T, B)``, or None. parameters: stored with the data.
+        """
+        from physnode.data import Trajectory  # physnode.systems does not need h5py
+
+        return Trajectory(
+            times,
+            state=ys,
+            state_names=tuple(self.state_names),
+            energy=energy,
+            parameters={} if parameters is None else dict(parameters),
+        )
 
     def extra_repr(self) -> str:
         values = {k: v.detach().cpu().tolist() for k, v in self.physical_parameters().items()}

@@ -8,10 +8,14 @@ import torch
 from torch import Tensor
 
 from physnode.systems.base import System
+from physnode.systems.registry import register_system
 
 __all__ = ["DoublePendulum"]
 
 
+@register_system(
+    "double-pendulum", description="Planar double pendulum, chaotic from (3π/7, 3π/4, 0, 0)."
+)
 class DoublePendulum(System):
     """Double pendulum: mass ``m1`` on a rod ``l1`` from the pivot, ``m2`` on ``l2`` from ``m1``.
 
@@ -21,6 +25,7 @@ class DoublePendulum(System):
     """
 
     second_order = True
+    positive_parameters = ("m1", "m2", "l1", "l2", "g")
 
     def __init__(
         self, m1: float = 1.0, m2: float = 1.0, l1: float = 1.0, l2: float = 1.0, g: float = 9.81

@@ -7,10 +7,15 @@ from torch import Tensor
 
 from physnode.errors import InvalidInputError
 from physnode.systems.base import System
+from physnode.systems.registry import register_system
 
 __all__ = ["Duffing"]
 
 
+@register_system(
+    "duffing",
+    description="Forced, damped Duffing oscillator (chaotic double well at the defaults).",
+)
 class Duffing(System):
     """``x'' = -δ x' - α x - β x³ + γ cos(ω t)``.
 
@@ -22,6 +27,7 @@ class Duffing(System):
     """
 
     second_order = True
+    positive_parameters = ()
 
     def __init__(
         self,
@@ -36,7 +42,7 @@ class Duffing(System):
             raise InvalidInputError(f"delta (damping) must be >= 0; got {delta!r}.")
         values = {"alpha": alpha, "beta": beta, "delta": delta, "gamma": gamma, "omega": omega}
         for name, value in values.items():
-            self.add_parameter(name, value, positive=False)
+            self.add_parameter(name, value)
         self.state_names = ["x", "v"]
 
     @property

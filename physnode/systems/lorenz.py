@@ -6,16 +6,20 @@ import torch
 from torch import Tensor
 
 from physnode.systems.base import System
+from physnode.systems.registry import register_system
 
 __all__ = ["Lorenz"]
 
 
+@register_system("lorenz", description="Lorenz 1963 chaotic attractor.")
 class Lorenz(System):
     """``x' = σ (y - x)``, ``y' = x (ρ - z) - y``, ``z' = x y - β z`` (chaotic at the defaults).
 
     State ``y``: shape ``(..., 3)`` = ``(x, y, z)``, dimensionless. No conserved quantity.
     Defaults ``σ = 10``, ``ρ = 28``, ``β = 8/3``.
     """
+
+    positive_parameters = ("sigma", "rho", "beta")
 
     def __init__(self, sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0) -> None:
         super().__init__()

@@ -6,10 +6,12 @@ import torch
 from torch import Tensor
 
 from physnode.systems.base import System
+from physnode.systems.registry import register_system
 
 __all__ = ["LotkaVolterra"]
 
 
+@register_system("lotka-volterra", description="Predator–prey model with a conserved quantity V.")
 class LotkaVolterra(System):
     """``x' = α x - β x y``, ``y' = δ x y - γ y``: prey ``x`` and predators ``y`` (both > 0).
 
@@ -17,6 +19,8 @@ class LotkaVolterra(System):
     ``V = δ x - γ ln x + β y - α ln y``.
     Defaults ``(α, β, γ, δ) = (1.5, 1, 3, 1)``, ``u0 = (1, 1)``.
     """
+
+    positive_parameters = ("alpha", "beta", "gamma", "delta")
 
     def __init__(
         self, alpha: float = 1.5, beta: float = 1.0, gamma: float = 3.0, delta: float = 1.0

@@ -1,4 +1,4 @@
-"""Gravitational N-body problem and the Kepler problem.
+"""The gravitational N-body problem (the Kepler problem is in :mod:`physnode.systems.kepler`).
 
 Units: any consistent set in which the gravitational constant is ``G`` (default 1).
 """
@@ -6,19 +6,48 @@ Units: any consistent set in which the gravitational constant is ``G`` (default 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from physnode.errors import InvalidInputError
 from physnode.systems.base import System
+from physnode.systems.registry import (
+    RunOptions,
+    RunSetup,
+    SystemInfo,
+    make_system,
+    register_system,
+)
 
-__all__ = ["Kepler", "NBody"]
+if TYPE_CHECKING:
+    from physnode.data import Trajectory
+
+__all__ = ["NBody", "nbody_run_setup"]
 
 _AXES = ("x", "y", "z")
 
 
+def _nbody_setup(info: SystemInfo, options: RunOptions, params: dict[str, float]) -> RunSetup:
+    """``simulate("n-body")``: a random bound start of ``options.bodies`` unit masses."""
+    info.check_settable(params)
+    from physnode.systems.presets import random_nbody  # presets imports this module
+
+    base, y0 = random_nbody(int(options.bodies), dim=options.dim, seed=options.seed)
+    return nbody_run_setup(info, options, base, y0, params, n_bodies=int(options.bodies))
+
+
+@register_system(
+    "n-body",
+    description="Newtonian gravity between N point masses (2-D or 3-D, optional softening).",
+    hidden=("default_state",),
+    settable=("G", "softening"),
+    options=("bodies", "dim", "seed"),
+    setup=_nbody_setup,
+)
 class NBody(System):
     """Newtonian gravity between ``N`` point masses in 2-D or 3-D.
 
@@ -27,7 +56,7 @@ class NBody(System):
     Pairs interact through the Plummer-softened potential ``-G m_i m_j / sqrt(r² + softening²)``.
 
     Args:
-        masses: ``N`` positive masses.
+        masses: ``N`` positive masses (default three unit masses).
         G: gravitational constant (positive).
         softening: Plummer softening length (>= 0; 0 is exact Newtonian gravity).
         dim: 2 or 3.
@@ -38,10 +67,12 @@ class NBody(System):
 
     second_order = True
     autonomous = True
+    positive_parameters = ("masses", "G")
+    particles = True
 
     def __init__(
         self,
-        masses: Sequence[float] | Tensor,
+        masses: Sequence[float] | Tensor = (1.0, 1.0, 1.0),
         G: float = 1.0,
         softening: float = 0.0,
         dim: int = 2,
@@ -67,9 +98,9 @@ class NBody(System):
                 f"names must have one entry per body ({self.n_bodies}); got {len(names)}."
             )
         self.body_names = names
-        self.add_parameter("masses", masses, positive=True)
-        self.add_parameter("G", G, positive=True)
-        self.add_parameter("softening", softening, positive=False)
+        self.add_parameter("masses", masses)
+        self.add_parameter("G", G)
+        self.add_parameter("softening", softening)
         self.state_names = [f"{a}_{n}" for n in names for a in _AXES[:dim]] + [
             f"v{a}_{n}" for n in names for a in _AXES[:dim]
         ]
@@ -217,81 +248,63 @@ class NBody(System):
         v = v - (m[:, None] * v).sum(0) / m.sum()
         return self.pack(q, v).to(dtype=dtype, device=ref.device)
 
+    # -- data -------------------------------------------------------------------------------
+    def run_parameters(self) -> dict[str, Any]:
+        """``G``, ``softening`` and ``dim`` (the masses are stored with the trajectory)."""
+        return {"G": float(self.G), "softening": float(self.softening), "dim": int(self.dim)}
 
-class Kepler(System):
-    """The Kepler problem: one body of unit mass in the central field ``-mu / |q|``.
+    def to_trajectory(
+        self,
+        times: np.ndarray,
+        ys: np.ndarray,
+        *,
+        energy: np.ndarray | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Trajectory:
+        """A particle trajectory: ``ys`` ``(T, 2 N dim)`` (or ``(T, B, 2 N dim)``) split into
+        positions and velocities ``(T, N, dim)``, with this system's masses and body names."""
+        from physnode.data import Trajectory  # physnode.systems does not need h5py
 
-    State ``y``: shape ``(..., 4)`` = ``(qx, qy, px, py)`` (``p = v``). The default start has
-    eccentricity ``e`` and semi-major axis 1: ``q0 = (1 - e, 0)``,
-    ``p0 = (0, sqrt(mu (1 + e) / (1 - e)))``, energy ``-mu / 2`` and period ``2π / sqrt(mu)``.
+        return Trajectory.from_state(
+            times,
+            ys,
+            self.n_bodies,
+            self.dim,
+            masses=self.masses.detach().cpu().numpy(),
+            energy=energy,
+            body_names=self.body_names,
+            parameters=parameters,
+        )
 
-    Args:
-        mu: gravitational parameter ``G M`` (positive).
-        eccentricity: eccentricity of the default orbit, in ``[0, 1)`` (initial state only).
+
+def nbody_run_setup(
+    info: SystemInfo,
+    options: RunOptions,
+    base: NBody,
+    y0: Tensor,
+    params: Mapping[str, float],
+    *,
+    period: float | None = None,
+    preset: str | None = None,
+    n_bodies: int | None = None,
+    default_t_end: float = 10.0,
+) -> RunSetup:
+    """The :class:`RunSetup` of a particle system started from ``base`` and ``y0``.
+
+    ``base`` is rebuilt through ``make_system("n-body", ...)`` with ``params`` (``G``,
+    ``softening``), which validates them with readable messages. The recorded parameters are
+    ``system``, ``G``, ``softening``, ``dim``, then ``preset``, ``n_bodies`` and ``batch`` when
+    given.
     """
-
-    second_order = True
-    autonomous = True
-
-    def __init__(self, mu: float = 1.0, eccentricity: float = 0.6) -> None:
-        super().__init__()
-        if not 0.0 <= eccentricity < 1.0:
-            raise InvalidInputError(
-                f"eccentricity must be in [0, 1) for a bound orbit; got {eccentricity!r}."
-            )
-        self.eccentricity = float(eccentricity)
-        self.add_parameter("mu", mu, positive=True)
-        self.state_names = ["qx", "qy", "px", "py"]
-
-    @property
-    def separable(self) -> bool:
-        return True
-
-    @property
-    def period(self) -> Tensor:
-        """Period ``2π sqrt(a³ / mu)`` of the default orbit (``a = 1``), 0-dim."""
-        return 2 * math.pi / torch.sqrt(self.param("mu"))
-
-    def acceleration(self, t: Tensor, q: Tensor, v: Tensor) -> Tensor:
-        """``-mu q / |q|³``, shape ``q.shape`` = ``(..., 2)``."""
-        del t, v
-        r2 = (q * q).sum(-1, keepdim=True)
-        return -self.param("mu", q) * q * r2.pow(-1.5)
-
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        """``dy/dt = (p, -mu q / |q|³)``, shape ``y.shape``."""
-        return self._second_order_forward(t, y)
-
-    def energy(self, y: Tensor) -> Tensor:
-        """``|p|² / 2 - mu / |q|``, shape ``y.shape[:-1]``."""
-        q, p = y.chunk(2, dim=-1)
-        return 0.5 * (p * p).sum(-1) - self.param("mu", y) / q.norm(dim=-1)
-
-    def angular_momentum(self, y: Tensor) -> Tensor:
-        """``qx py - qy px``, shape ``y.shape[:-1]``."""
-        return y[..., 0] * y[..., 3] - y[..., 1] * y[..., 2]
-
-    def runge_lenz(self, y: Tensor) -> Tensor:
-        """Laplace–Runge–Lenz vector ``p × L - mu q / |q|``, shape ``(..., 2)``."""
-        q, p = y.chunk(2, dim=-1)
-        ang = self.angular_momentum(y).unsqueeze(-1)
-        p_cross_l = torch.stack([p[..., 1], -p[..., 0]], dim=-1) * ang
-        return p_cross_l - self.param("mu", y) * q / q.norm(dim=-1, keepdim=True)
-
-    def invariants(self, y: Tensor) -> dict[str, Tensor]:
-        """Energy, angular momentum and the two Runge–Lenz components."""
-        lrl = self.runge_lenz(y)
-        return {
-            "energy": self.energy(y),
-            "angular_momentum": self.angular_momentum(y),
-            "runge_lenz_x": lrl[..., 0],
-            "runge_lenz_y": lrl[..., 1],
-        }
-
-    def default_y0(self, dtype: torch.dtype = torch.float64) -> Tensor:
-        """``(1 - e, 0, 0, sqrt(mu (1 + e) / (1 - e)))``, shape ``(4,)``."""
-        e = self.eccentricity
-        mu = self.param("mu").detach().to(torch.float64)
-        zero = torch.zeros((), dtype=torch.float64, device=mu.device)
-        speed = torch.sqrt(mu * (1 + e) / (1 - e))
-        return torch.stack([zero + (1 - e), zero, zero, speed]).to(dtype)
+    masses = base.masses.detach().cpu().numpy()
+    system = make_system(
+        "n-body", masses=tuple(masses.tolist()), dim=options.dim, names=base.body_names, **params
+    )
+    meta: dict[str, Any] = {"system": info.name, **system.run_parameters()}
+    if preset is not None:
+        meta["preset"] = preset
+    if n_bodies is not None:
+        meta["n_bodies"] = int(n_bodies)
+    if options.batch is not None:
+        meta["batch"] = int(options.batch)
+    return RunSetup(system, y0, period, meta, default_t_end)

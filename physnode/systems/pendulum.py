@@ -6,10 +6,12 @@ import torch
 from torch import Tensor
 
 from physnode.systems.base import System
+from physnode.systems.registry import register_system
 
 __all__ = ["Pendulum"]
 
 
+@register_system("pendulum", description="Simple pendulum θ'' = -(g / length) sin θ.")
 class Pendulum(System):
     """Frictionless pendulum ``θ'' = -(g / length) sin θ``.
 
@@ -18,6 +20,7 @@ class Pendulum(System):
     """
 
     second_order = True
+    positive_parameters = ("g", "length")
 
     def __init__(self, g: float = 9.81, length: float = 1.0) -> None:
         super().__init__()

@@ -15,10 +15,12 @@ import torch
 from torch import Tensor
 
 from physnode.errors import InvalidInputError
-from physnode.systems.nbody import NBody
+from physnode.systems.nbody import NBody, nbody_run_setup
+from physnode.systems.registry import RunOptions, RunSetup, SystemInfo, register_system
 
 __all__ = [
     "PRESETS",
+    "VALID_PRESETS",
     "ThreeBodyPreset",
     "get_preset",
     "random_nbody",
@@ -283,3 +285,33 @@ def random_three_body_batch(
         states = np.pad(states, [(0, 0)] * 3 + [(0, 1)])
     y0 = torch.as_tensor(states.reshape(batch, -1), dtype=torch.float64)
     return NBody(masses, dim=dim), y0
+
+
+# ------------------------------------------------------------------------------ registry
+def _three_body_setup(info: SystemInfo, options: RunOptions, params: dict[str, float]) -> RunSetup:
+    """``simulate("three-body")``: the preset's start, or a ``batch`` of perturbed
+    figure-eight starts."""
+    info.check_settable(params)
+    if options.batch is not None:
+        base, y0 = random_three_body_batch(int(options.batch), seed=options.seed, dim=options.dim)
+        period, preset = get_preset("figure-eight").period, "figure-eight-perturbed"
+    else:
+        base, y0, period = three_body(options.preset, dim=options.dim, seed=options.seed)
+        preset = options.preset
+    t_end = 70.0 if preset == "pythagorean" else 10.0  # Burrau's problem needs the longer run
+    return nbody_run_setup(
+        info, options, base, y0, params, period=period, preset=preset, default_t_end=t_end
+    )
+
+
+@register_system(
+    "three-body",
+    description="Three bodies from a named preset (figure-eight, pythagorean, lagrange, ...).",
+    settable=("G", "softening"),
+    options=("preset", "dim", "seed", "batch"),
+    particles=True,
+    setup=_three_body_setup,
+)
+def _three_body_system(preset: str = "figure-eight", dim: int = 2, seed: int = 0) -> NBody:
+    """The :class:`NBody` of a three-body preset; its ``default_y0()`` is the preset's start."""
+    return three_body(preset, dim=dim, seed=seed)[0]

@@ -9,10 +9,14 @@ from torch import Tensor
 
 from physnode.errors import InvalidInputError
 from physnode.systems.base import System
+from physnode.systems.registry import register_system
 
 __all__ = ["SpringChain"]
 
 
+@register_system(
+    "spring-chain", description="Chain of n equal masses and springs between two fixed walls."
+)
 class SpringChain(System):
     """``n`` masses ``m`` in a line joined by ``n + 1`` springs ``k``, walls at both ends.
 
@@ -22,6 +26,7 @@ class SpringChain(System):
     """
 
     second_order = True
+    positive_parameters = ("m", "k")
 
     def __init__(self, n_masses: int = 5, m: float = 1.0, k: float = 1.0) -> None:
         super().__init__()

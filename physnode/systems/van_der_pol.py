@@ -6,10 +6,14 @@ import torch
 from torch import Tensor
 
 from physnode.systems.base import System
+from physnode.systems.registry import register_system
 
 __all__ = ["VanDerPol"]
 
 
+@register_system(
+    "van-der-pol", description="Van der Pol limit-cycle oscillator (stiff for large mu)."
+)
 class VanDerPol(System):
     """``x'' = μ (1 - x²) x' - x``: a limit-cycle oscillator (stiff for large ``μ``, e.g. 1000).
 
@@ -17,6 +21,7 @@ class VanDerPol(System):
     """
 
     second_order = True
+    positive_parameters = ("mu",)
 
     def __init__(self, mu: float = 1.0) -> None:
         super().__init__()
