@@ -35,8 +35,9 @@ class Gravity(nn.Module):
         q = y[..., : 2 * n].reshape(*y.shape[:-1], n, 2)
         v = y[..., 2 * n :]
         d = q.unsqueeze(-3) - q.unsqueeze(-2)  # d[i, j] = q_j - q_i
-        r2 = (d * d).sum(-1) + torch.eye(n, dtype=y.dtype)
-        inv3 = r2.pow(-1.5) * (1 - torch.eye(n, dtype=y.dtype))
+        eye = torch.eye(n, dtype=y.dtype, device=y.device)
+        r2 = (d * d).sum(-1) + eye
+        inv3 = r2.pow(-1.5) * (1 - eye)
         acc = (d * (inv3 * self.masses)[..., None]).sum(-2)
         return torch.cat([v, acc.reshape(*y.shape[:-1], 2 * n)], -1)
 
