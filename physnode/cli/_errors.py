@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import functools
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from physnode.errors import PhysnodeError, StepSizeTooSmallError
 
@@ -49,3 +52,41 @@ def handle_errors(func: F) -> F:
             raise fail("interrupted; no output was written", code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class Command(TyperCommand):
+    """A typer command on which an invalid choice (``--method magic``, an unknown SYSTEM) is one
+    ``error:`` line and exit code 1, like every other value the library rejects.
+
+    typer itself would print a usage box and exit 2; other usage errors (a missing argument, an
+    unknown option, a non-number) stay typer's. Register commands with ``cls=Command``.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as exc:
+            param = exc.param
+            if param is None or param.name not in _choice_parameters(self.callback):
+                raise
+            reason = exc.message.removeprefix("Value error, ")
+            raise fail(f"{param.opts[0]}: {reason}") from None
+
+
+def _choice_parameters(callback: Callable[..., Any] | None) -> set[str]:
+    """Names of ``callback``'s parameters annotated with an enum (or an optional enum)."""
+    if callback is None:
+        return set()
+    names = set()
+    for name, hint in typing.get_type_hints(callback).items():
+        members = typing.get_args(hint) or (hint,)  # `Choice | None` -> (Choice, None)
+        if any(_is_enum(t) for t in members):
+            names.add(name)
+    return names
+
+
+def _is_enum(hint: Any) -> bool:
+    # get_origin: `list[str]` passes isinstance(..., type) on Python 3.10 but is no class.
+    return (
+        typing.get_origin(hint) is None and isinstance(hint, type) and issubclass(hint, enum.Enum)
+    )

@@ -1,8 +1,11 @@
 """The typer application behind the ``physnode`` console script.
 
-Each command lives in its own module and registers itself here; a command parses its options,
-calls one library function, and turns a :class:`~physnode.errors.PhysnodeError` into one readable
-line on stderr and exit code 1.
+Every command is registered here, in one place. A command is a plain function in its own module
+(it never imports this one): it parses its options, calls one library function, and turns a
+:class:`~physnode.errors.PhysnodeError` into one readable line on stderr and exit code 1.
+
+Adding a command: write ``physnode/cli/<name>.py`` with one ``<name>_command`` function, then
+add one ``app.command("<name>", cls=Command)(<name>_command)`` line below.
 """
 
 from __future__ import annotations
@@ -12,6 +15,12 @@ from typing import Annotated
 import typer
 
 from physnode._version import __version__
+from physnode.cli._errors import Command
+from physnode.cli.fit import fit_command
+from physnode.cli.info import info_command
+from physnode.cli.plot import plot_command
+from physnode.cli.simulate import simulate_command
+from physnode.cli.systems import systems_command
 
 app = typer.Typer(
     name="physnode",
@@ -40,8 +49,11 @@ def _root(
     """Physics-informed modelling of dynamical systems: simulate, fit, plot."""
 
 
-# Each command module registers itself on ``app`` when imported.
-from physnode.cli import fit, info, plot, simulate, systems  # noqa: E402, F401
+app.command("simulate", cls=Command)(simulate_command)
+app.command("systems", cls=Command)(systems_command)
+app.command("info", cls=Command)(info_command)
+app.command("plot", cls=Command)(plot_command)
+app.command("fit", cls=Command)(fit_command)
 
 
 def main() -> None:

@@ -19,29 +19,43 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from physnode.cli._errors import err_console, fail, handle_errors
-from physnode.cli.app import app
+from physnode.cli._progress import progress_bar
+from physnode.cli.choices import FIT_DEFAULTS as DEFAULT
+from physnode.cli.choices import FitModel, GradMethod, Schedule, SolverMethod, plain
+from physnode.cli.options import Atol, Device, Overwrite, Rtol, Seed, output_option, refuse_existing
 from physnode.data import Trajectory, read_trajectory
-from physnode.data.fitfile import read_fit, sha256_file, write_fit
+from physnode.data.fitfile import FitRecord, read_fit, sha256_file, write_fit
+from physnode.fit import Fitter
 
 console = Console(highlight=False)
 
-MODELS = ("physics", "hybrid", "neural")
-GRADS = ("aca", "adjoint", "backprop", "naive")
-DEVICES = ("cpu", "cuda")
 EXIT_INTERRUPTED = 130
 
 # Settings a resumed run may change: only the number of epochs (to train longer).
 RESUME_MAY_CHANGE = ("epochs",)
 
+DataArg = Annotated[Path, typer.Argument(help="Trajectory file to fit (.h5, H5MD).")]
+Model = Annotated[FitModel, typer.Option(help="Model: physics parameters, hybrid or neural.")]
+Learn = Annotated[str, typer.Option(help="Parameters to learn, comma-separated, e.g. masses,y0.")]
+Grad = Annotated[GradMethod, typer.Option(help="Gradient method.")]
+Method = Annotated[SolverMethod, typer.Option(help="ODE solver.")]
+Epochs = Annotated[int, typer.Option(help="Adam epochs.")]
+Lr = Annotated[float, typer.Option(help="Learning rate.")]
+TrainUntil = Annotated[
+    float | None,
+    typer.Option(help="End of the training window; later data is for extrapolation."),
+]
+ScheduleOpt = Annotated[Schedule, typer.Option(help="Training schedule.")]
+Output = output_option("Fit file (default fit.h5; with --resume: the resumed file).")
+Resume = Annotated[Path | None, typer.Option(help="Continue the fit stored in this fit file.")]
+
 
 def _fitter_class() -> Any:
     """The Fitter class; a seam so tests can substitute a fake."""
-    from physnode.fit import Fitter  # torch only when fitting
-
     return Fitter
 
 
@@ -92,12 +106,6 @@ def _stop_on_signals(flag: Callable[[], bool]) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _choice(value: str, valid: tuple[str, ...], option: str) -> str:
-    if value not in valid and not (option == "--device" and value.startswith("cuda:")):
-        raise fail(f"{option} {value!r} is not valid; valid values are {list(valid)}")
-    return value
 
 
 def _learn(value: str | None) -> tuple[str, ...] | None:
@@ -212,19 +220,19 @@ def _result_table(fitter: Any, data: Trajectory, out: Path, title: str) -> Table
 
 @contextlib.contextmanager
 def _progress_bar(total: int) -> Iterator[Callable[..., None] | None]:
-    """A rich bar (epoch, loss, parameters, ETA) on a terminal; None otherwise."""
-    if not err_console.is_terminal:
-        yield None
-        return
-    with Progress(
+    """``progress(epoch, total, loss, params)`` driving a bar (epoch, loss, parameters, ETA) on a
+    terminal; None otherwise."""
+    columns = (
         TextColumn("[bold]epoch[/] {task.completed:>4.0f}/{task.total:.0f}"),
         BarColumn(),
         TextColumn("loss {task.fields[loss]}"),
         TextColumn("{task.fields[params]}"),
         TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    )
+    with progress_bar(*columns) as bar:
+        if bar is None:
+            yield None
+            return
         task = bar.add_task("fit", total=total, loss="—", params="")
 
         def progress(epoch: int, total: int, loss: float, params: dict[str, np.ndarray]) -> None:
@@ -235,88 +243,107 @@ def _progress_bar(total: int) -> Iterator[Callable[..., None] | None]:
         yield progress
 
 
-@app.command("fit")
 @handle_errors
 def fit_command(
-    data: Annotated[Path, typer.Argument(help="Trajectory file to fit (.h5, H5MD).")],
-    model: Annotated[
-        str | None, typer.Option(help=f"Model: {', '.join(MODELS)} (default physics).")
-    ] = None,
-    learn: Annotated[
-        str | None,
-        typer.Option(help="Parameters to learn, comma-separated, e.g. masses,y0 (default masses)."),
-    ] = None,
-    grad: Annotated[
-        str | None, typer.Option(help=f"Gradient method: {', '.join(GRADS)} (default aca).")
-    ] = None,
-    method: Annotated[str | None, typer.Option(help="ODE solver (default dopri5).")] = None,
-    rtol: Annotated[float | None, typer.Option(help="Relative tolerance (default 1e-7).")] = None,
-    atol: Annotated[float | None, typer.Option(help="Absolute tolerance (default 1e-9).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Adam epochs (default 100).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default 0.05).")] = None,
-    train_until: Annotated[
-        float | None,
-        typer.Option(help="End of the training window; later data is for extrapolation."),
-    ] = None,
-    schedule: Annotated[
-        str | None, typer.Option(help="Training schedule (default curriculum).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
-    device: Annotated[str | None, typer.Option(help="Torch device: cpu or cuda.")] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output", "-o", help="Fit file (default fit.h5; with --resume: the resumed file)."
-        ),
-    ] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="Continue the fit stored in this fit file.")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    ctx: typer.Context,
+    data: DataArg,
+    model: Model = FitModel(DEFAULT["model"]),
+    learn: Learn = ",".join(DEFAULT["learn"]),
+    grad: Grad = GradMethod(DEFAULT["grad"]),
+    method: Method = SolverMethod(DEFAULT["method"]),
+    rtol: Rtol = DEFAULT["rtol"],
+    atol: Atol = DEFAULT["atol"],
+    epochs: Epochs = DEFAULT["epochs"],
+    lr: Lr = DEFAULT["lr"],
+    train_until: TrainUntil = DEFAULT["train_until"],
+    schedule: ScheduleOpt = Schedule(DEFAULT["schedule"]),
+    seed: Seed = DEFAULT["seed"],
+    device: Device = DEFAULT["device"],
+    output: Output = None,
+    resume: Resume = None,
+    overwrite: Overwrite = False,
 ) -> None:
-    """Fit a model to DATA; print fitted parameters with uncertainties and RMSEs."""
-    options: dict[str, Any] = {
-        "model": None if model is None else _choice(model, MODELS, "--model"),
-        "learn": _learn(learn),
-        "grad": None if grad is None else _choice(grad, GRADS, "--grad"),
-        "method": method,
-        "rtol": rtol,
-        "atol": atol,
-        "epochs": epochs,
-        "lr": lr,
-        "train_until": train_until,
-        "schedule": schedule,
-        "seed": seed,
-        "device": None if device is None else _choice(device, DEVICES, "--device"),
-    }
-    if epochs is not None and epochs < 1:
-        raise fail(f"--epochs {epochs} must be at least 1")
+    """Fit a model to DATA; print fitted parameters with uncertainties and RMSEs.
 
+    Options not given are the resumed fit's (with --resume), else the Fitter's defaults shown.
+    """
+    options = _given_settings(ctx)
     # Everything that can be checked is checked before the (long) fit starts.
-    record = None
-    if resume is not None:
-        record = read_fit(resume)
-        digest = sha256_file(data) if data.is_file() else None
-        if digest is not None and digest != record.data_sha256:
-            raise fail(
-                f"{data}: its SHA-256 differs from the data {resume} was fitted to "
-                f"({record.data_file}); resume with the same data file"
-            )
-    out = output if output is not None else (resume if resume is not None else Path("fit.h5"))
-    replacing_resumed = resume is not None and out.resolve() == resume.resolve()
-    if out.exists() and not (overwrite or replacing_resumed):
-        raise fail(f"{out}: exists already; pass --overwrite to replace it")
-
+    record = _resumed_fit(resume, data)
+    out = _output_path(output, resume, overwrite)
     traj = read_trajectory(data)
     settings = _settings(options, None if record is None else record.settings)
-    until = settings.get("train_until")  # the Fitter's default (None) is inside the data
-    if until is not None:
-        t0, t_end = float(traj.times[0]), float(traj.times[-1])
-        if not (math.isfinite(until) and t0 < until <= t_end):
-            raise fail(
-                f"--train-until {until:g} is outside the data: it must lie in ({t0:g}, {t_end:g}]"
-            )
+    _check_train_until(settings.get("train_until"), traj)
+    fitter = _run_fit(settings, traj, record)
+    path = write_fit(out, fitter, data_path=data, observed=traj, overwrite=True)
+    if fitter.interrupted_:
+        epoch = fitter.state_.get("epoch", len(fitter.history_.get("epoch", ())))
+        err_console.print(
+            f"interrupted at epoch {int(epoch)}; resume with: physnode fit {data} --resume {path}"
+        )
+        raise typer.Exit(code=EXIT_INTERRUPTED)
+    console.print(_result_table(fitter, traj, path, f"physnode fit {data.name}"))
 
+
+def _given_settings(ctx: typer.Context) -> dict[str, Any]:
+    """The Fitter settings given on the command line, as plain values.
+
+    An option left at its default is not a setting: the defaults shown are the Fitter's own,
+    and a resumed fit keeps the settings it was started with.
+    """
+    options = {
+        name: plain(value)
+        for name, value in ctx.params.items()
+        if name in DEFAULT and _given(ctx, name)
+    }
+    if "learn" in options:
+        options["learn"] = _learn(options["learn"])
+    epochs = options.get("epochs")
+    if epochs is not None and epochs < 1:
+        raise fail(f"--epochs {epochs} must be at least 1")
+    return options
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _resumed_fit(resume: Path | None, data: Path) -> FitRecord | None:
+    """The fit file to resume (None without --resume); it must have been fitted to ``data``."""
+    if resume is None:
+        return None
+    record = read_fit(resume)
+    digest = sha256_file(data) if data.is_file() else None
+    if digest is not None and digest != record.data_sha256:
+        raise fail(
+            f"{data}: its SHA-256 differs from the data {resume} was fitted to "
+            f"({record.data_file}); resume with the same data file"
+        )
+    return record
+
+
+def _output_path(output: Path | None, resume: Path | None, overwrite: bool) -> Path:
+    """``--output``, else the resumed file (replaced in place), else ``fit.h5``."""
+    out = output if output is not None else (resume if resume is not None else Path("fit.h5"))
+    replacing_resumed = resume is not None and out.resolve() == resume.resolve()
+    refuse_existing(out, overwrite or replacing_resumed)
+    return out
+
+
+def _check_train_until(until: float | None, traj: Trajectory) -> None:
+    """``--train-until`` must lie inside the data (None: the Fitter's default, inside it)."""
+    if until is None:
+        return
+    t0, t_end = float(traj.times[0]), float(traj.times[-1])
+    if not (math.isfinite(until) and t0 < until <= t_end):
+        raise fail(
+            f"--train-until {until:g} is outside the data: it must lie in ({t0:g}, {t_end:g}]"
+        )
+
+
+def _run_fit(settings: dict[str, Any], traj: Trajectory, record: FitRecord | None) -> Any:
+    """The fitted Fitter; Ctrl-C / SIGTERM stop it at the end of an epoch (``interrupted_``)."""
     fitter = _fitter_class()(**settings)
     should_stop = _make_stop_flag()
     with (
@@ -329,12 +356,4 @@ def fit_command(
             should_stop=should_stop,
             resume=None if record is None else record.state,
         )
-    path = write_fit(out, fitter, data_path=data, observed=traj, overwrite=True)
-
-    if fitter.interrupted_:
-        epoch = fitter.state_.get("epoch", len(fitter.history_.get("epoch", ())))
-        err_console.print(
-            f"interrupted at epoch {int(epoch)}; resume with: physnode fit {data} --resume {path}"
-        )
-        raise typer.Exit(code=EXIT_INTERRUPTED)
-    console.print(_result_table(fitter, traj, path, f"physnode fit {data.name}"))
+    return fitter

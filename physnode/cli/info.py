@@ -10,13 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from physnode.cli._errors import handle_errors
-from physnode.cli.app import app
 from physnode.data import describe
 
 console = Console(highlight=False)
 
 
-@app.command("info")
 @handle_errors
 def info_command(
     path: Annotated[Path, typer.Argument(help="A trajectory file (.h5).")],

@@ -9,19 +9,17 @@ import typer
 from rich.console import Console
 
 from physnode.cli._errors import handle_errors
-from physnode.cli.app import app
+from physnode.cli.options import output_option
 
 console = Console(highlight=False)
 
+Output = output_option("Image file (default: <input>.png beside the input).")
 
-@app.command("plot")
+
 @handle_errors
 def plot_command(
     path: Annotated[Path, typer.Argument(help="A trajectory or fit file (.h5).")],
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Image file (default: <input>.png beside the input)."),
-    ] = None,
+    output: Output = None,
 ) -> None:
     """Plot orbits and energy drift (particles) or a phase portrait (other systems).
 

@@ -1,24 +1,109 @@
-"""``physnode simulate SYSTEM``: integrate a system and write an H5MD trajectory file."""
+"""``physnode simulate SYSTEM``: integrate a system and write an H5MD trajectory file.
+
+The command parses its options, calls :func:`physnode.simulate.simulate` (whose signature gives
+every default), writes the trajectory and prints a summary.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from physnode.cli._errors import err_console, fail, handle_errors
-from physnode.cli.app import app
-from physnode.data import write_trajectory
-from physnode.simulate import ALL_METHODS, simulate
-from physnode.systems import SYSTEMS, VALID_PRESETS
+from physnode.cli._errors import fail, handle_errors
+from physnode.cli._progress import progress_bar
+from physnode.cli.choices import SIMULATE_DEFAULTS as DEFAULT
+from physnode.cli.choices import IntegrationMethod, Preset, System, plain
+from physnode.cli.options import Atol, Device, Overwrite, Rtol, Seed, output_option, refuse_existing
+from physnode.data import Trajectory, write_trajectory
+from physnode.simulate import simulate
 
 console = Console(highlight=False)
+
+SystemArg = Annotated[System, typer.Argument(help="The system to simulate.")]
+PresetOpt = Annotated[Preset, typer.Option(help="Three-body preset (see `physnode systems`).")]
+Periods = Annotated[
+    float | None,
+    typer.Option(help="Run length in periods of a periodic preset (default 10)."),
+]
+TEnd = Annotated[
+    float | None,
+    typer.Option("--t-end", help="Run length in time units (default 10; pythagorean 70)."),
+]
+Points = Annotated[int, typer.Option(help="Number of output samples (>= 2).")]
+Noise = Annotated[
+    float, typer.Option(help="Relative Gaussian noise on the stored state (energy stays clean).")
+]
+Method = Annotated[IntegrationMethod, typer.Option(help="Integration method.")]
+Dim = Annotated[int, typer.Option(help="Spatial dimension of particle systems: 2 or 3.")]
+Bodies = Annotated[int, typer.Option(help="Number of bodies (n-body).")]
+Param = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="Physical parameter NAME=VALUE; repeatable."),
+]
+Batch = Annotated[
+    int | None, typer.Option(help="Three-body ensemble of perturbed figure-eight starts.")
+]
+StepSize = Annotated[float | None, typer.Option(help="Step of fixed-step and symplectic methods.")]
+Output = output_option("Output file (default data.h5 or <system>.h5).")
+
+
+@handle_errors
+def simulate_command(
+    system: SystemArg = System(DEFAULT["system"]),
+    preset: PresetOpt = Preset(DEFAULT["preset"]),
+    periods: Periods = DEFAULT["periods"],
+    t_end: TEnd = DEFAULT["t_end"],
+    points: Points = DEFAULT["points"],
+    noise: Noise = DEFAULT["noise"],
+    seed: Seed = DEFAULT["seed"],
+    method: Method = IntegrationMethod(DEFAULT["method"]),
+    rtol: Rtol = DEFAULT["rtol"],
+    atol: Atol = DEFAULT["atol"],
+    dim: Dim = DEFAULT["dim"],
+    device: Device = DEFAULT["device"],
+    bodies: Bodies = DEFAULT["bodies"],
+    param: Param = None,
+    batch: Batch = DEFAULT["batch"],
+    step_size: StepSize = DEFAULT["step_size"],
+    output: Output = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Simulate SYSTEM and write its trajectory (H5MD, readable by any HDF5 tool)."""
+    name = plain(system)
+    params = parse_params(param)
+    out = output if output is not None else default_output(name)
+    refuse_existing(out, overwrite)
+    with _progress(name) as progress:
+        traj, summary = simulate(
+            name,
+            preset=plain(preset),
+            periods=periods,
+            t_end=t_end,
+            points=points,
+            noise=noise,
+            seed=seed,
+            method=plain(method),
+            rtol=rtol,
+            atol=atol,
+            dim=dim,
+            device=device,
+            bodies=bodies,
+            params=params,
+            batch=batch,
+            step_size=step_size,
+            progress=progress,
+        )
+    path = write_trajectory(out, traj, overwrite=overwrite)
+    settings = {"rtol": rtol, "atol": atol, "noise": noise, "seed": seed}
+    console.print(_summary_table(name, traj, summary, path, **settings))
 
 
 def parse_params(items: list[str] | None) -> dict[str, float]:
@@ -40,102 +125,40 @@ def parse_params(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-@app.command("simulate")
-@handle_errors
-def simulate_command(
-    system: Annotated[
-        str, typer.Argument(help=f"The system to simulate: {', '.join(SYSTEMS)}.")
-    ] = "three-body",
-    preset: Annotated[
-        str,
-        typer.Option(help=f"Three-body preset: {', '.join(VALID_PRESETS)}."),
-    ] = "figure-eight",
-    periods: Annotated[
-        float | None,
-        typer.Option(help="Run length in periods of a periodic preset (default 10)."),
-    ] = None,
-    t_end: Annotated[
-        float | None,
-        typer.Option("--t-end", help="Run length in time units (default 10; pythagorean 70)."),
-    ] = None,
-    points: Annotated[int, typer.Option(help="Number of output samples (>= 2).")] = 1000,
-    noise: Annotated[
-        float,
-        typer.Option(help="Relative Gaussian noise on the stored state (energy stays clean)."),
-    ] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of random starts and of the noise.")] = 0,
-    method: Annotated[
-        str, typer.Option(help=f"Integration method: {', '.join(ALL_METHODS)}.")
-    ] = "dop853",
-    rtol: Annotated[float, typer.Option(help="Relative tolerance (adaptive methods).")] = 1e-13,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance (adaptive methods).")] = 1e-13,
-    dim: Annotated[int, typer.Option(help="Spatial dimension of particle systems: 2 or 3.")] = 2,
-    device: Annotated[str, typer.Option(help="Torch device: cpu or cuda.")] = "cpu",
-    bodies: Annotated[int, typer.Option(help="Number of bodies (n-body).")] = 5,
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help="Physical parameter NAME=VALUE; repeatable."),
-    ] = None,
-    batch: Annotated[
-        int | None,
-        typer.Option(help="Three-body ensemble of perturbed figure-eight starts."),
-    ] = None,
-    step_size: Annotated[
-        float | None, typer.Option(help="Step of fixed-step and symplectic methods.")
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Output file (default data.h5 or <system>.h5)."),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
-) -> None:
-    """Simulate SYSTEM and write its trajectory (H5MD, readable by any HDF5 tool)."""
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise fail(f"unknown device {device!r}; valid devices are ['cpu', 'cuda']")
-    params = parse_params(param)
-    out = (
-        output
-        if output is not None
-        else Path("data.h5" if system == "three-body" else f"{system}.h5")
+def default_output(system: str) -> Path:
+    """``data.h5`` for the default system (three-body), else ``<system>.h5``."""
+    return Path("data.h5" if system == DEFAULT["system"] else f"{system}.h5")
+
+
+@contextlib.contextmanager
+def _progress(system: str) -> Iterator[Callable[[float], None] | None]:
+    """``progress(fraction)`` driving a bar on a terminal; None otherwise."""
+    columns = (
+        TextColumn("[bold]simulating[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
     )
-    if out.exists() and not overwrite:
-        raise fail(f"{out}: exists already; pass --overwrite to replace it")
+    with progress_bar(*columns) as bar:
+        if bar is None:
+            yield None
+            return
+        task = bar.add_task(system, total=1.0)
+        yield lambda fraction: bar.update(task, completed=fraction)
 
-    with (
-        contextlib.nullcontext(None)
-        if not err_console.is_terminal
-        else Progress(
-            TextColumn("[bold]simulating[/] {task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar
-    ):
-        # The bar only on a terminal: piped or captured output stays clean.
-        task = bar.add_task(system, total=1.0) if bar is not None else None
-        traj, summary = simulate(
-            system,
-            preset=preset,
-            periods=periods,
-            t_end=t_end,
-            points=points,
-            noise=noise,
-            seed=seed,
-            method=method,
-            rtol=rtol,
-            atol=atol,
-            dim=dim,
-            device=device,
-            bodies=bodies,
-            params=params,
-            batch=batch,
-            step_size=step_size,
-            progress=None if bar is None else (lambda f: bar.update(task, completed=f)),
-        )
-    path = write_trajectory(out, traj, overwrite=overwrite)
 
+def _summary_table(
+    system: str,
+    traj: Trajectory,
+    summary: Any,
+    path: Path,
+    *,
+    rtol: float,
+    atol: float,
+    noise: float,
+    seed: int,
+) -> Table:
+    """What the run did (``summary``: a :class:`physnode.simulate.SimulationSummary`)."""
     table = Table(title=f"physnode simulate {system}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -151,4 +174,4 @@ def simulate_command(
     if noise:
         table.add_row("noise", f"{noise:g} relative (seed {seed})")
     table.add_row("output", str(path))
-    console.print(table)
+    return table

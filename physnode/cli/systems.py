@@ -6,13 +6,11 @@ from rich.console import Console
 from rich.table import Table
 
 from physnode.cli._errors import handle_errors
-from physnode.cli.app import app
 from physnode.systems import PRESETS, SYSTEMS
 
 console = Console(highlight=False)
 
 
-@app.command("systems")
 @handle_errors
 def systems_command() -> None:
     """List the systems with their default parameters, and the three-body presets."""
