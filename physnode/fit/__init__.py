@@ -1,5 +1,5 @@
 """Fitting hybrid models to trajectories: the :class:`Fitter` and its pieces."""
 
-from physnode.fit.fitter import Fitter
+from physnode.fit.fitter import MODELS, SCHEDULES, Fitter
 
-__all__ = ["Fitter"]
+__all__ = ["MODELS", "SCHEDULES", "Fitter"]

@@ -1,33 +1,34 @@
-"""The :class:`Fitter`: settings in the constructor, ``fit(data)`` returns ``self``."""
+"""The :class:`Fitter`: settings in the constructor, ``fit(data)`` returns ``self``.
+
+The pieces it assembles live in their own modules: :mod:`~physnode.fit.problem` (model and
+observations from the data), :mod:`~physnode.fit.objective` (solve and score),
+:mod:`~physnode.fit.schedule` (the phases), :mod:`~physnode.fit.shooting`,
+:mod:`~physnode.fit.uncertainty` and :mod:`~physnode.fit.state` (resumable state).
+"""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from physnode.constraints import Constraint, Interval, Optional, Options
 from physnode.data import Trajectory
 from physnode.errors import InvalidInputError
-from physnode.fit.problem import FitProblem, build_problem
-from physnode.fit.state import (
-    load_module_state,
-    load_optimizer_state,
-    module_state,
-    optimizer_state,
-)
-from physnode.solver import RK_METHODS, odeint
-from physnode.solver.api import GRAD_METHODS
-from physnode.systems.base import inverse_softplus
+from physnode.fit.objective import Objective
+from physnode.fit.problem import MODELS, OBSERVE, FitProblem, build_problem
+from physnode.fit.schedule import SCHEDULES, Cursor, Stopped, Training, adam_optimizer, plan
+from physnode.fit.shooting import Shooting
+from physnode.fit.state import fit_state, load_fit_state, load_module_state
+from physnode.fit.uncertainty import gauss_newton
+from physnode.solver import GRAD_METHODS, RK_METHODS
 
-MODELS = ("physics", "hybrid", "neural")
-SCHEDULES = ("curriculum", "shooting", "full")
+__all__ = ["MODELS", "SCHEDULES", "Fitter"]
 
-
-class _Stopped(Exception):
-    """Raised inside an optimisation step when ``should_stop()`` asks to stop."""
+Progress = Callable[[int, int, float, dict], None]
 
 
 class Fitter:
@@ -61,6 +62,25 @@ class Fitter:
     ``network_state_``, ``state_`` (resumable), ``interrupted_``, ``wall_time_``,
     ``train_until_``, ``settings_``, ``model_``.
     """
+
+    #: What each setting may be, declared once: :meth:`fit` checks the settings against it and
+    #: the CLI reads its choices. Settings not listed (``learn``, ``device``, ``init_masses``)
+    #: depend on the data or the machine and are checked when the problem is built.
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "model": Options(MODELS),
+        "grad": Options(GRAD_METHODS),
+        "method": Options(RK_METHODS),
+        "schedule": Options(SCHEDULES),
+        "observe": Options(OBSERVE),
+        "epochs": Interval(int, 0, None),
+        "lbfgs_steps": Interval(int, 0, None),
+        "hidden": Interval(int, 0, None),
+        "lr": Interval(float, 0, None, closed="neither"),
+        "rtol": Interval(float, 0, None),
+        "atol": Interval(float, 0, None),
+        "train_until": Optional(Interval(float, None, None)),
+        "seed": Interval(int, None, None),
+    }
 
     def __init__(
         self,
@@ -100,22 +120,14 @@ class Fitter:
 
     # -- settings ------------------------------------------------------------------------
     def _check_settings(self) -> None:
-        choices = {
-            "model": (self.model, MODELS),
-            "grad": (self.grad, GRAD_METHODS),
-            "method": (self.method, tuple(RK_METHODS)),
-            "schedule": (self.schedule, SCHEDULES),
-            "observe": (self.observe, ("auto", "positions")),
-        }
-        for name, (value, valid) in choices.items():
-            if value not in valid:
-                raise InvalidInputError(f"unknown {name} {value!r}; choose one of {list(valid)}")
-        for name in ("epochs", "lbfgs_steps", "hidden"):
+        for name, constraint in self.CONSTRAINTS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidInputError(f"{name} must be an integer >= 0; got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise InvalidInputError(f"lr must be a positive number; got {self.lr!r}")
+            if isinstance(constraint, Options) and not constraint.accepts(value):
+                # the wording the solver uses for an unknown choice
+                raise InvalidInputError(
+                    f"unknown {name} {value!r}; choose one of {list(constraint.choices)}"
+                )
+            constraint.check(name, value)
         if not self.learn and self.model == "physics":
             raise InvalidInputError("nothing to learn: give learn=('masses',) or similar")
 
@@ -149,7 +161,7 @@ class Fitter:
         data: Trajectory,
         *,
         y0: torch.Tensor | None = None,
-        progress: Callable[[int, int, float, dict], None] | None = None,
+        progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
         resume: dict | None = None,
     ) -> Fitter:
@@ -167,184 +179,110 @@ class Fitter:
         self._check_settings()
         start_time = time.perf_counter()
         torch.manual_seed(self.seed)
-        prob = build_problem(
-            data, model=self.model, learn=self.learn, train_until=self.train_until,
-            hidden=self.hidden, init_masses=self.init_masses, observe=self.observe, y0=y0,
-            seed=self.seed, device=self.device,
-        )  # fmt: skip
-        self._prob = prob
-        self.model_ = prob.model
-        self.train_until_ = float(prob.times[prob.n_train - 1])
+        prob = self._set_up(data, y0)
         trainable = [p for p in self._modules_params() if p.requires_grad]
         if not trainable:
             raise InvalidInputError("nothing to learn: the model has no trainable parameters")
         history: dict[str, list] = {"epoch": [], "loss": []}
-        phases = self._phases()
-        total = sum(count for _, _, count in phases)
-        # the initial state moves in state units, where a step of ``lr`` would be ~10 % of a
-        # typical coordinate: it learns ten times slower than the (softplus-space) parameters
-        start_ids = {id(p) for p in prob.start.parameters()}
-        groups = [
-            {"params": [p for p in trainable if id(p) not in start_ids], "scale": 1.0},
-            {"params": [p for p in trainable if id(p) in start_ids], "scale": 0.1},
-        ]
-        adam = torch.optim.Adam([g for g in groups if g["params"]], lr=self.lr)
-        first_phase, first_step = 0, 0
+        phases = plan(self.schedule, self.model, prob.n_train, self.epochs, self.lbfgs_steps)
+        adam = adam_optimizer(trainable, prob.start, self.lr)
+        first = Cursor()
         if resume is not None:
-            first_phase, first_step = int(resume["phase"]), int(resume["phase_step"])
-            load_module_state("model", prob.model, resume)
-            load_module_state("start", prob.start, resume)
-            load_optimizer_state(adam, resume)
-            for key, value in resume.items():
-                if key.startswith("history/"):
-                    history[key[len("history/") :]] = list(np.asarray(value))
+            first = Cursor(*load_fit_state(resume, prob, adam, history))
         self.interrupted_ = False
-        stop = should_stop or (lambda: False)
-
-        def record(loss: float) -> None:
-            epoch = len(history["loss"])
-            history["epoch"].append(epoch)
-            history["loss"].append(loss)
-            for name, value in self._physical().items():
-                history.setdefault(f"param/{name}", []).append(value)
-            if progress is not None:
-                progress(epoch + 1, total, loss, self._physical())
-
-        shooting = _Shooting(self, prob) if self.schedule == "shooting" else None
-        phase, done = first_phase, first_step
-        snapshot = None
-        try:
-            for phase in range(first_phase, len(phases)):
-                kind, horizon, count = phases[phase]
-                done = first_step if phase == first_phase else 0
-                # the state this phase starts from: an interrupted L-BFGS phase reruns from it
-                snapshot = self._snapshot(adam, history, phase, 0)
-                if kind == "lbfgs":
-                    self._lbfgs(trainable, horizon, count, record, stop)
-                    continue
-                # Adam's steps are ~lr in size whatever the gradient: after L-BFGS has polished a
-                # shorter horizon, a full-size step would throw the fit out of its basin
-                stage = sum(1 for k, _, _ in phases[:phase] if k != "lbfgs")
-                for group in adam.param_groups:
-                    group["lr"] = self.lr * group["scale"] * 0.1**stage
-                for _ in range(done, count):
-                    if stop():
-                        raise _Stopped
-                    adam.zero_grad()
-                    loss = shooting.loss() if kind == "shooting" else self._loss(horizon)
-                    loss.backward()
-                    adam.step()
-                    if kind == "shooting":
-                        shooting.after_step()
-                    record(float(loss.detach()))
-                    done += 1
-            self.state_ = self._snapshot(adam, history, len(phases), 0)
-        except _Stopped:
-            self.interrupted_ = True
-            if phases[phase][0] == "lbfgs":
-                self.state_ = snapshot
-                load_module_state("model", prob.model, snapshot)
-                load_module_state("start", prob.start, snapshot)
-                n_keep = len(snapshot["history/loss"])
-                history = {k: v[:n_keep] for k, v in history.items()}
-            else:
-                self.state_ = self._snapshot(adam, history, phase, done)
+        training = Training(
+            self._objective, phases, trainable, adam, self.lr,
+            record=self._recorder(history, sum(p.count for p in phases), progress),
+            stop=should_stop or (lambda: False),
+            shooting=Shooting(self._objective, self.lr) if self.schedule == "shooting" else None,
+        )  # fmt: skip
+        self._train(training, history, first)
         self.history_ = {k: np.asarray(v) for k, v in history.items()}
         self._finish(prob)
         self.wall_time_ = time.perf_counter() - start_time
         return self
 
     # -- pieces ----------------------------------------------------------------------------
+    def _set_up(self, data: Trajectory, y0: torch.Tensor | None) -> FitProblem:
+        """Build the problem and its objective; set ``model_`` and ``train_until_``."""
+        prob = build_problem(
+            data, model=self.model, learn=self.learn, train_until=self.train_until,
+            hidden=self.hidden, init_masses=self.init_masses, observe=self.observe, y0=y0,
+            seed=self.seed, device=self.device,
+        )  # fmt: skip
+        self._prob = prob
+        self._objective = Objective(
+            prob, method=self.method, rtol=self.rtol, atol=self.atol, grad=self.grad,
+            device=self.device,
+        )  # fmt: skip
+        self.model_ = prob.model
+        self.train_until_ = float(prob.times[prob.n_train - 1])
+        return prob
+
     def _modules_params(self):
         yield from self._prob.model.parameters()
         yield from self._prob.start.parameters()
 
-    def _physical(self) -> dict[str, np.ndarray]:
-        system = self._prob.system
-        if system is None:
-            return {}
-        values = system.physical_parameters()
-        return {n: values[n].detach().cpu().numpy().copy() for n in self._prob.learned}
-
-    def _solve(self, m: int, grad: str | None = None, rtol=None, atol=None) -> torch.Tensor:
-        prob = self._prob
-        t = torch.as_tensor(prob.times[:m], dtype=torch.float64, device=self.device)
-        return odeint(
-            prob.model, prob.start(), t, rtol=rtol or self.rtol, atol=atol or self.atol,
-            method=self.method, grad=grad or self.grad,
-        )  # fmt: skip
-
-    def _residual(self, ys: torch.Tensor, m: int) -> torch.Tensor:
-        prob = self._prob
-        return (ys[:, prob.index] - prob.observed[:m]) / prob.scale
-
     def _loss(self, m: int) -> torch.Tensor:
-        return self._residual(self._solve(m), m).square().mean()
+        """The loss on the first ``m`` samples (``benchmarks/fit.py`` times it)."""
+        return self._objective.loss(m)
 
-    def _phases(self) -> list[tuple[str, int, int]]:
-        """The optimisation plan: ``(kind, horizon, count)`` with kind ``adam``, ``shooting``
-        (count = epochs) or ``lbfgs`` (count = most iterations). Curriculum: per stage, Adam
-        epochs then an L-BFGS polish on that stage's horizon, so each longer horizon starts
-        inside the basin the shorter one found."""
-        n = self._prob.n_train
-        if self.schedule == "curriculum":
-            stages = max(1, min(4, math.floor(math.log2(max(n / 10, 1))) + 1))
-            horizons = [max(3, math.ceil(n / 2 ** (stages - 1 - s))) for s in range(stages)]
-        else:
-            stages, horizons = 1, [n]
-        plan: list[tuple[str, int, int]] = []
-        kind = "shooting" if self.schedule == "shooting" else "adam"
-        # physics models: Adam only warms up the shortest horizon; later stages are L-BFGS
-        # polishes (Adam's fixed-size steps would leave the basin L-BFGS found). Models with a
-        # network spread the Adam epochs over the stages, with a falling learning rate.
-        adam_stages = 1 if self.model == "physics" else stages
-        for s, horizon in enumerate(horizons):
-            count = 0
-            if s < adam_stages:
-                count = self.epochs // adam_stages + (1 if s < self.epochs % adam_stages else 0)
-            if count:
-                plan.append((kind, horizon, count))
-            if self.lbfgs_steps:
-                plan.append(("lbfgs", horizon, self.lbfgs_steps))
-        return plan
+    def _recorder(
+        self, history: dict[str, list], total: int, progress: Progress | None
+    ) -> Callable[[float], None]:
+        """``record(loss)``: append the loss and the physical parameters to ``history``, then
+        report ``(epoch, total, loss, params)`` to ``progress``."""
 
-    def _lbfgs(self, trainable, horizon: int, iterations: int, record, stop) -> None:
-        optimizer = torch.optim.LBFGS(
-            trainable, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
-            tolerance_grad=1e-10, tolerance_change=1e-12, history_size=20,
-        )  # fmt: skip
+        def record(loss: float) -> None:
+            epoch = len(history["loss"])
+            history["epoch"].append(epoch)
+            history["loss"].append(loss)
+            for name, value in self._prob.physical().items():
+                history.setdefault(f"param/{name}", []).append(value)
+            if progress is not None:
+                progress(epoch + 1, total, loss, self._prob.physical())
 
-        def closure():
-            if stop():
-                raise _Stopped
-            optimizer.zero_grad()
-            loss = self._loss(horizon)
-            loss.backward()
-            record(float(loss.detach()))
-            return loss
+        return record
 
-        optimizer.step(closure)
+    def _train(self, training: Training, history: dict[str, list], first: Cursor) -> None:
+        """Run the phases from ``first``; set ``state_`` and ``interrupted_``."""
+        phases = training.phases
+        cursor, snapshot = first, None
+        try:
+            for phase in range(first.phase, len(phases)):
+                cursor = Cursor(phase, first.step if phase == first.phase else 0)
+                # the state this phase starts from: an interrupted L-BFGS phase reruns from it
+                snapshot = fit_state(self._prob, training.adam, history, phase, 0)
+                training.run(cursor)
+            self.state_ = fit_state(self._prob, training.adam, history, len(phases), 0)
+        except Stopped:
+            self.interrupted_ = True
+            if phases[cursor.phase].kind == "lbfgs":
+                self.state_ = self._rewind(snapshot, history)
+            else:
+                self.state_ = fit_state(
+                    self._prob, training.adam, history, cursor.phase, cursor.step
+                )
 
-    def _snapshot(self, adam, history, phase: int, phase_step: int) -> dict:
-        state: dict = {"phase": int(phase), "phase_step": int(phase_step),
-                       "epoch": len(history["loss"])}  # fmt: skip
-        state.update(module_state("model", self._prob.model))
-        state.update(module_state("start", self._prob.start))
-        state.update(optimizer_state(adam))
-        for key, values in history.items():
-            state[f"history/{key}"] = np.asarray(values).copy()
-        return state
+    def _rewind(self, snapshot: dict, history: dict[str, list]) -> dict:
+        """Back to ``snapshot`` (model, start and history, in place) and return it."""
+        load_module_state("model", self._prob.model, snapshot)
+        load_module_state("start", self._prob.start, snapshot)
+        n_keep = len(snapshot["history/loss"])
+        for values in history.values():
+            del values[n_keep:]
+        return snapshot
 
     # -- results ---------------------------------------------------------------------------
     def _finish(self, prob: FitProblem) -> None:
         if self.interrupted_:
             # a stop must stay quick: no tight-tolerance polish or uncertainties mid-fit
-            self.uncertainties_ = {k: np.full_like(v, np.nan) for k, v in self._physical().items()}
+            self.uncertainties_ = {k: np.full_like(v, np.nan) for k, v in prob.physical().items()}
         else:
-            self.uncertainties_ = _gauss_newton(self, prob)
-        self.params_ = self._physical()
+            self.uncertainties_ = gauss_newton(self._objective)
+        self.params_ = prob.physical()
         with torch.no_grad():
-            ys = self._solve(len(prob.times), grad="aca")
+            ys = self._objective.solve(len(prob.times), grad="aca")
         pred = ys.cpu().numpy()
         obs = prob.observed.cpu().numpy()
         idx = prob.index.cpu().numpy()
@@ -368,7 +306,7 @@ class Fitter:
         if prob.system is not None:
             for name, value in prob.system.physical_parameters().items():
                 if value.numel() == 1:
-                    params[name] = float(value)
+                    params[name] = float(value.detach())
         if prob.particles is not None:
             n, d = prob.particles
             t_len = pred.shape[0]
@@ -385,140 +323,3 @@ class Fitter:
                 parameters=params,
             )
         return Trajectory(prob.times, state=pred, state_names=prob.state_names, parameters=params)
-
-
-class _Shooting:
-    """Multiple shooting for autonomous models on a uniform time grid: ``S`` segments solved
-    as one batch from learnable starts, with a continuity penalty between segments."""
-
-    def __init__(self, fitter: Fitter, prob: FitProblem) -> None:
-        self.fitter = fitter
-        self.prob = prob
-        n = prob.n_train
-        self.n_seg = max(1, min(8, (n - 1) // 10))
-        self.length = (n - 1) // self.n_seg + 1  # points per segment, sharing end points
-        dt = np.diff(prob.times[:n])
-        if not np.allclose(dt, dt[0], rtol=1e-9, atol=0):
-            raise InvalidInputError(
-                "schedule='shooting' needs equally spaced samples; use 'curriculum'"
-            )
-        starts = [i * (self.length - 1) for i in range(self.n_seg)]
-        self.starts = starts
-        with torch.no_grad():
-            ys = fitter._solve(starts[-1] + 1, grad="aca")
-        self.segment_starts = torch.nn.Parameter(ys[starts[1:]].clone())
-        self.extra = torch.optim.Adam([self.segment_starts], lr=fitter.lr * 0.1)
-        self.t = torch.as_tensor(
-            prob.times[: self.length] - prob.times[0], dtype=torch.float64, device=fitter.device
-        )
-
-    def loss(self) -> torch.Tensor:
-        f, prob = self.fitter, self.prob
-        self.extra.zero_grad()
-        y0 = torch.cat([prob.start()[None], self.segment_starts], dim=0)
-        ys = odeint(prob.model, y0, self.t, rtol=f.rtol, atol=f.atol, method=f.method,
-                    grad=f.grad)  # fmt: skip  # (L, S, D)
-        misfit = []
-        for s, i0 in enumerate(self.starts):
-            m = ys[:, s][:, prob.index]
-            obs = prob.observed[i0 : i0 + self.length]
-            misfit.append(((m - obs) / prob.scale).square().mean())
-        gap = ys[-1, :-1] - self.segment_starts
-        state_scale = torch.cat([prob.scale, prob.scale])[: gap.shape[-1]]
-        if state_scale.shape[-1] != gap.shape[-1]:
-            state_scale = torch.ones(gap.shape[-1], dtype=gap.dtype, device=gap.device)
-        continuity = (gap / state_scale).square().mean()
-        return torch.stack(misfit).mean() + continuity
-
-    def after_step(self) -> None:
-        self.extra.step()
-
-
-def _gauss_newton(fitter: Fitter, prob: FitProblem) -> dict[str, np.ndarray]:
-    """1σ uncertainties of the learned physical parameters from the Gauss–Newton covariance
-    ``s² (JᵀJ)⁻¹`` at the optimum (``J``: central differences of the normalised residuals with
-    respect to the natural parameters and any learned initial state; ``s²``: residual
-    variance). Network weights are held fixed. NaN where undefined."""
-    system = prob.system
-    if system is None or not prob.learned:
-        return {}
-    entries: list[tuple[str, torch.Tensor, int]] = []  # (name, natural value tensor, index)
-    values = system.physical_parameters()
-    for name in prob.learned:
-        for i in range(values[name].numel()):
-            entries.append((name, values[name].detach().clone(), i))
-    free = prob.start.free
-    n_start = 0 if free is None else free.numel()
-    m = prob.n_train
-
-    def residual() -> np.ndarray:
-        with torch.no_grad():
-            ys = fitter._solve(m, grad="aca", rtol=min(fitter.rtol, 1e-10), atol=1e-12)
-            return fitter._residual(ys, m).reshape(-1).cpu().numpy()
-
-    def set_physical(name: str, value: torch.Tensor) -> None:
-        module = system.params[name]
-        with torch.no_grad():
-            if module.positive:
-                module.raw.copy_(inverse_softplus(value.clamp_min(1e-300)))
-            else:
-                module.raw.copy_(value)
-
-    r0 = residual()
-    cols = []
-    for name, base, i in entries:
-        h = 1e-6 * max(abs(float(base.reshape(-1)[i])), 1e-3)
-        col = []
-        for sign in (1, -1):
-            v = base.clone()
-            v.reshape(-1)[i] += sign * h
-            set_physical(name, v)
-            col.append(residual())
-        set_physical(name, base)
-        cols.append((col[0] - col[1]) / (2 * h))
-    for i in range(n_start):
-        base = free.detach().clone()
-        h = 1e-6 * max(abs(float(base[i])), 1e-3)
-        col = []
-        for sign in (1, -1):
-            with torch.no_grad():
-                free[i] = base[i] + sign * h
-            col.append(residual())
-        with torch.no_grad():
-            free.copy_(base)
-        cols.append((col[0] - col[1]) / (2 * h))
-    jac = np.stack(cols, axis=1)
-
-    def apply(delta: np.ndarray) -> None:
-        k = 0
-        for name in prob.learned:
-            base = system.physical_parameters()[name].detach().clone()
-            size = base.numel()
-            step = torch.as_tensor(delta[k : k + size], dtype=base.dtype).reshape(base.shape)
-            set_physical(name, base + step)
-            k += size
-        if n_start:
-            with torch.no_grad():
-                free.add_(torch.as_tensor(delta[k:], dtype=free.dtype, device=free.device))
-
-    # One Gauss–Newton step at the tight tolerance: the optimiser's minimum is that of the
-    # fit tolerance's solver error; this polishes it towards the exact model's, and is kept only
-    # if it lowers the residual.
-    delta = np.linalg.lstsq(jac, -r0, rcond=None)[0]
-    apply(delta)
-    r1 = residual()
-    if np.all(np.isfinite(r1)) and r1 @ r1 < r0 @ r0:
-        r0 = r1
-    else:
-        apply(-delta)
-    dof = max(len(r0) - jac.shape[1], 1)
-    s2 = float(r0 @ r0) / dof
-    cov = s2 * np.linalg.pinv(jac.T @ jac)
-    sigma = np.sqrt(np.clip(np.diag(cov), 0, None))
-    out: dict[str, np.ndarray] = {}
-    k = 0
-    for name in prob.learned:
-        size = values[name].numel()
-        out[name] = sigma[k : k + size].reshape(values[name].shape).copy()
-        k += size
-    return out

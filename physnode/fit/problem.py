@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -12,10 +14,11 @@ from physnode.data import Trajectory
 from physnode.errors import DataError, InvalidInputError
 from physnode.models import HybridModel, InitialState, NeuralODE
 from physnode.systems import SYSTEMS, NBody, make_system
-from physnode.systems.base import System
+from physnode.systems.base import System, inverse_softplus
 
 PARTICLE_SYSTEMS = ("three-body", "n-body", "kepler")
 INITIAL_STATE_NAMES = ("y0", "velocities")
+OBSERVE = ("auto", "positions")
 
 
 @dataclass
@@ -34,6 +37,7 @@ class FitProblem:
         n_train: number of leading samples in the training window.
         learned: names of the learned physical parameters.
         particles: ``(N, D)`` for particle data, else ``None``.
+        state_names: names of the state components for state data, else ``None``.
     """
 
     model: nn.Module
@@ -47,6 +51,42 @@ class FitProblem:
     learned: tuple[str, ...]
     particles: tuple[int, int] | None
     state_names: tuple[str, ...] | None
+
+    def residual(self, ys: torch.Tensor, m: int) -> torch.Tensor:
+        """Scaled misfit of a solution ``ys`` (shape ``(m, D)``) at the first ``m`` data
+        times: shape ``(m, M)``, ``(ys[:, index] - observed[:m]) / scale``."""
+        return (ys[:, self.index] - self.observed[:m]) / self.scale
+
+    def physical(self) -> dict[str, np.ndarray]:
+        """Current values of the learned physical parameters, as numpy copies (``{}`` for a
+        neural ODE)."""
+        if self.system is None:
+            return {}
+        values = self.system.physical_parameters()
+        return {n: values[n].detach().cpu().numpy().copy() for n in self.learned}
+
+    def set_physical(self, name: str, value: torch.Tensor) -> None:
+        """Set a learnable physical parameter to the natural ``value`` (a positive one is
+        stored through the inverse softplus). No gradient is recorded."""
+        module = self.system.params[name]
+        with torch.no_grad():
+            if module.positive:
+                module.raw.copy_(inverse_softplus(value.clamp_min(1e-300)))
+            else:
+                module.raw.copy_(value)
+
+
+class _Observed(NamedTuple):
+    """What the data say, before any model is built."""
+
+    observations: np.ndarray  # (T, M)
+    index: np.ndarray  # (M,): observed state components
+    start: np.ndarray  # (D,): first state (velocities estimated when unobserved)
+    system: System | None
+    particles: tuple[int, int] | None
+    state_names: tuple[str, ...] | None
+    second_order: bool
+    learn: tuple[str, ...]  # ``learn``, plus "velocities" when they must be estimated
 
 
 def _finite_difference_velocities(times: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -75,11 +115,50 @@ def build_problem(
     device: str,
 ) -> FitProblem:
     """Build the model and the observations from ``data`` (see :class:`FitProblem`)."""
+    times = _data_times(data)
+    n_train = _training_samples(times, train_until)
+    torch.manual_seed(seed)
+    params = dict(data.parameters)
+    physical = () if model == "neural" else _physical_names(learn)
+    if data.positions is not None:
+        seen = _observe_particles(data, times, observe, params, physical, init_masses, learn)
+    elif data.state is not None:
+        seen = _observe_state(data, params, physical, learn)
+    else:  # pragma: no cover - Trajectory validation guarantees one of them
+        raise DataError("the data hold neither positions nor a state")
+    if seen.system is not None and physical:
+        seen.system.set_learnable(list(physical))
+    net, system = _make_model(model, seen, hidden)
+    start = _initial_state(seen, y0)
+    observed = torch.as_tensor(seen.observations, dtype=torch.float64)
+    scale = _observation_scale(observed[:n_train], seen.particles, len(seen.index))
+    return FitProblem(
+        model=net.to(device),
+        system=system,
+        start=start.to(device),
+        times=times,
+        observed=observed.to(device),
+        index=torch.as_tensor(seen.index, dtype=torch.long, device=device),
+        scale=scale.to(device),
+        n_train=n_train,
+        learned=physical,
+        particles=seen.particles,
+        state_names=seen.state_names,
+    )
+
+
+def _data_times(data: Trajectory) -> np.ndarray:
+    """The data times as float64, refusing data a fit cannot use."""
     if data.is_ensemble:
         raise DataError("fitting an ensemble file is not supported; fit one member at a time")
     times = np.asarray(data.times, dtype=np.float64)
     if len(times) < 3:
         raise DataError(f"the data have {len(times)} samples; a fit needs at least 3")
+    return times
+
+
+def _training_samples(times: np.ndarray, train_until: float | None) -> int:
+    """How many leading samples lie in the training window (default: the first half)."""
     if train_until is None:
         train_until = float(times[0] + 0.5 * (times[-1] - times[0]))
     if not (times[0] < train_until <= times[-1]):
@@ -92,93 +171,114 @@ def build_problem(
         raise InvalidInputError(
             f"train_until={train_until:g} leaves {n_train} training samples; at least 3 needed"
         )
-    torch.manual_seed(seed)
-    params = dict(data.parameters)
-    system_name = str(params.get("system", "n-body"))
-    physical = tuple(n for n in learn if n not in INITIAL_STATE_NAMES)
-    if model == "neural":
-        physical = ()  # a neural ODE has no physical parameters
+    return n_train
 
-    if data.positions is not None:
-        t_len, n, d = data.positions.shape
-        q = data.positions.reshape(t_len, n * d)
-        has_v = data.velocities is not None
-        v0 = (
-            data.velocities[0].reshape(-1)
-            if has_v
-            else _finite_difference_velocities(times, data.positions).reshape(-1)
-        )
-        start_np = np.concatenate([q[0], v0])
-        if observe == "positions" or not has_v:
-            obs = q
-            index = np.arange(n * d)
-        else:
-            obs = np.concatenate([q, data.velocities.reshape(t_len, n * d)], axis=1)
-            index = np.arange(2 * n * d)
-        system = _particle_system(data, n, d, params, physical, init_masses)
-        particles = (n, d)
-        state_names = None
-        second_order = True
-        if not has_v and not any(x in learn for x in INITIAL_STATE_NAMES):
-            learn = (*learn, "velocities")  # unobserved velocities: estimated, then learned
-    elif data.state is not None:
-        obs = data.state
-        index = np.arange(obs.shape[1])
-        start_np = obs[0]
-        particles = None
-        state_names = data.state_names
-        system = _state_system(system_name, params, physical)
-        second_order = bool(system.second_order) if system is not None else False
-    else:  # pragma: no cover - Trajectory validation guarantees one of them
-        raise DataError("the data hold neither positions nor a state")
 
-    if system is not None and physical:
-        system.set_learnable(list(physical))
-    typical = float(np.sqrt(np.mean(start_np**2))) or 1.0
-    if model == "physics":
-        net: nn.Module = HybridModel(system)
-    elif model == "hybrid":
-        net = HybridModel.with_mlp(system, hidden=hidden, scale=typical)
-    elif model == "neural":
-        net = NeuralODE(len(start_np), second_order=second_order, hidden=hidden, scale=typical)
-        system = None
+def _physical_names(learn: tuple[str, ...]) -> tuple[str, ...]:
+    """The physical parameters among ``learn`` (everything but the initial state)."""
+    return tuple(n for n in learn if n not in INITIAL_STATE_NAMES)
+
+
+def _observe_particles(
+    data: Trajectory, times: np.ndarray, observe: str, params: dict,
+    physical: tuple[str, ...], init_masses, learn: tuple[str, ...],
+) -> _Observed:  # fmt: skip
+    """Positions (and velocities unless ``observe="positions"`` or absent) of N bodies in D
+    dimensions; unobserved initial velocities are estimated and learned."""
+    t_len, n, d = data.positions.shape
+    q = data.positions.reshape(t_len, n * d)
+    has_v = data.velocities is not None
+    v0 = (
+        data.velocities[0].reshape(-1)
+        if has_v
+        else _finite_difference_velocities(times, data.positions).reshape(-1)
+    )
+    if observe == "positions" or not has_v:
+        obs = q
+        index = np.arange(n * d)
     else:
-        raise InvalidInputError(f"unknown model {model!r}; choose physics, hybrid or neural")
+        obs = np.concatenate([q, data.velocities.reshape(t_len, n * d)], axis=1)
+        index = np.arange(2 * n * d)
+    system = _particle_system(data, n, d, params, physical, init_masses)
+    if not has_v and not any(x in learn for x in INITIAL_STATE_NAMES):
+        learn = (*learn, "velocities")  # unobserved velocities: estimated, then learned
+    start = np.concatenate([q[0], v0])
+    return _Observed(obs, index, start, system, (n, d), None, True, learn)
 
-    start_tensor = torch.as_tensor(start_np, dtype=torch.float64) if y0 is None else y0
-    start_tensor = torch.as_tensor(start_tensor, dtype=torch.float64)
-    if start_tensor.shape != (len(start_np),):
+
+def _observe_state(
+    data: Trajectory, params: dict, physical: tuple[str, ...], learn: tuple[str, ...]
+) -> _Observed:
+    """A state-vector trajectory of the named system (every component observed)."""
+    obs = data.state
+    system = _state_system(str(params.get("system", "n-body")), params, physical)
+    second_order = bool(system.second_order) if system is not None else False
+    return _Observed(
+        obs, np.arange(obs.shape[1]), obs[0], system, None, data.state_names, second_order, learn
+    )
+
+
+# -- models ------------------------------------------------------------------------------------
+def _physics_model(seen: _Observed, hidden: int, typical: float) -> nn.Module:
+    del hidden, typical  # no network
+    return HybridModel(seen.system)
+
+
+def _hybrid_model(seen: _Observed, hidden: int, typical: float) -> nn.Module:
+    return HybridModel.with_mlp(seen.system, hidden=hidden, scale=typical)
+
+
+def _neural_model(seen: _Observed, hidden: int, typical: float) -> nn.Module:
+    dim = len(seen.start)
+    return NeuralODE(dim, second_order=seen.second_order, hidden=hidden, scale=typical)
+
+
+#: How each ``model`` choice builds its vector field from the observations.
+MODEL_BUILDERS: dict[str, Callable[[_Observed, int, float], nn.Module]] = {
+    "physics": _physics_model,
+    "hybrid": _hybrid_model,
+    "neural": _neural_model,
+}
+#: The ``model`` choices, in the order the builders are declared.
+MODELS = tuple(MODEL_BUILDERS)
+
+
+def _make_model(model: str, seen: _Observed, hidden: int) -> tuple[nn.Module, System | None]:
+    """The vector field, and the physics it contains (``None`` for a neural ODE)."""
+    builder = MODEL_BUILDERS.get(model)
+    if builder is None:
+        raise InvalidInputError(f"unknown model {model!r}; choose one of {list(MODELS)}")
+    # the network sees the state divided by a typical magnitude of the initial state
+    typical = float(np.sqrt(np.mean(seen.start**2))) or 1.0
+    net = builder(seen, hidden, typical)
+    return net, None if model == "neural" else seen.system
+
+
+def _initial_state(seen: _Observed, y0: torch.Tensor | None) -> InitialState:
+    """The start: ``y0`` if given, else the first sample; learned as ``seen.learn`` says."""
+    dim = len(seen.start)
+    start = torch.as_tensor(seen.start, dtype=torch.float64) if y0 is None else y0
+    start = torch.as_tensor(start, dtype=torch.float64)
+    if start.shape != (dim,):
         raise InvalidInputError(
-            f"y0 must have shape ({len(start_np)},) for these data; got {tuple(start_tensor.shape)}"
+            f"y0 must have shape ({dim},) for these data; got {tuple(start.shape)}"
         )
+    learn = seen.learn
     learn_start = "all" if "y0" in learn else ("velocities" if "velocities" in learn else "none")
-    if learn_start == "velocities" and not second_order:
+    if learn_start == "velocities" and not seen.second_order:
         raise InvalidInputError("learning 'velocities' needs particle data; use 'y0' instead")
-    start = InitialState(start_tensor, learn_start)
+    return InitialState(start, learn_start)
 
-    observed = torch.as_tensor(obs, dtype=torch.float64)
-    train = observed[:n_train]
-    scale = train.std(dim=0).clamp_min(1e-12)
+
+def _observation_scale(
+    train: torch.Tensor, particles: tuple[int, int] | None, m: int
+) -> torch.Tensor:
+    """Per-component scale of the training observations ``train`` (shape ``(n_train, m)``)."""
     # components of one kind share a scale (all positions alike, all velocities alike) so the
     # loss is invariant under rotations of the data
-    scale = (
-        torch.full_like(scale, float(train.std()))
-        if particles is None
-        else _group_scale(train, particles, len(index))
-    )
-    return FitProblem(
-        model=net.to(device),
-        system=system,
-        start=start.to(device),
-        times=times,
-        observed=observed.to(device),
-        index=torch.as_tensor(index, dtype=torch.long, device=device),
-        scale=scale.to(device),
-        n_train=n_train,
-        learned=physical,
-        particles=particles,
-        state_names=state_names,
-    )
+    if particles is None:
+        return torch.full((m,), float(train.std()), dtype=train.dtype)
+    return _group_scale(train, particles, m)
 
 
 def _group_scale(train: torch.Tensor, particles: tuple[int, int], m: int) -> torch.Tensor:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from physnode.fit.problem import FitProblem
 
 
 def module_state(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -43,3 +48,36 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
         new_state.setdefault(int(idx), {})[name] = torch.as_tensor(np.asarray(value))
     sd["state"] = new_state
     optimizer.load_state_dict(sd)
+
+
+def fit_state(
+    problem: FitProblem,
+    adam: torch.optim.Optimizer,
+    history: dict[str, list],
+    phase: int,
+    phase_step: int,
+) -> dict:
+    """A resumable ``state_``: where the fit stands (``phase``, ``phase_step``, ``epoch``), the
+    model, the initial state, Adam's buffers and the history so far (``history/<key>``)."""
+    state: dict = {"phase": int(phase), "phase_step": int(phase_step),
+                   "epoch": len(history["loss"])}  # fmt: skip
+    state.update(module_state("model", problem.model))
+    state.update(module_state("start", problem.start))
+    state.update(optimizer_state(adam))
+    for key, values in history.items():
+        state[f"history/{key}"] = np.asarray(values).copy()
+    return state
+
+
+def load_fit_state(
+    state: dict, problem: FitProblem, adam: torch.optim.Optimizer, history: dict[str, list]
+) -> tuple[int, int]:
+    """Load a :func:`fit_state` into ``problem`` (model and start), ``adam`` and ``history``
+    (replaced key by key, in place); returns ``(phase, phase_step)``."""
+    load_module_state("model", problem.model, state)
+    load_module_state("start", problem.start, state)
+    load_optimizer_state(adam, state)
+    for key, value in state.items():
+        if key.startswith("history/"):
+            history[key[len("history/") :]] = list(np.asarray(value))
+    return int(state["phase"]), int(state["phase_step"])

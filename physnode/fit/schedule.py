@@ -1,0 +1,161 @@
+"""The optimisation plan and its stages: Adam epochs and L-BFGS polishes, phase by phase.
+
+A plan is a list of :class:`Phase`; ``schedule`` chooses its horizons (``curriculum``: growing
+windows; ``shooting`` and ``full``: the whole training window) and its Adam kind (plain or
+multiple shooting). :class:`Training` runs one phase at a time from a :class:`Cursor`, so a
+stopped fit can resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from physnode.fit.objective import Objective
+from physnode.fit.shooting import Shooting
+
+#: The ``schedule`` choices.
+SCHEDULES = ("curriculum", "shooting", "full")
+
+Record = Callable[[float], None]
+Stop = Callable[[], bool]
+
+
+class Stopped(Exception):
+    """Raised inside an optimisation step when ``should_stop()`` asks to stop."""
+
+
+class Phase(NamedTuple):
+    """One stage of the plan: ``kind`` is ``"adam"``, ``"shooting"`` (``count`` epochs) or
+    ``"lbfgs"`` (``count`` = most iterations), on the first ``horizon`` data samples."""
+
+    kind: str
+    horizon: int
+    count: int
+
+
+@dataclass
+class Cursor:
+    """Where a fit stands: ``step`` steps done in phase number ``phase``."""
+
+    phase: int = 0
+    step: int = 0
+
+
+def plan(schedule: str, model: str, n_train: int, epochs: int, lbfgs_steps: int) -> list[Phase]:
+    """The optimisation plan. Curriculum: per stage, Adam epochs then an L-BFGS polish on that
+    stage's horizon, so each longer horizon starts inside the basin the shorter one found."""
+    horizons = _horizons(schedule, n_train)
+    kind = "shooting" if schedule == "shooting" else "adam"
+    # physics models: Adam only warms up the shortest horizon; later stages are L-BFGS
+    # polishes (Adam's fixed-size steps would leave the basin L-BFGS found). Models with a
+    # network spread the Adam epochs over the stages, with a falling learning rate.
+    adam_stages = 1 if model == "physics" else len(horizons)
+    phases: list[Phase] = []
+    for s, horizon in enumerate(horizons):
+        count = 0
+        if s < adam_stages:
+            count = epochs // adam_stages + (1 if s < epochs % adam_stages else 0)
+        if count:
+            phases.append(Phase(kind, horizon, count))
+        if lbfgs_steps:
+            phases.append(Phase("lbfgs", horizon, lbfgs_steps))
+    return phases
+
+
+def _horizons(schedule: str, n: int) -> list[int]:
+    """Sample counts of the stages: up to four doubling windows for ``curriculum``."""
+    if schedule != "curriculum":
+        return [n]
+    stages = max(1, min(4, math.floor(math.log2(max(n / 10, 1))) + 1))
+    return [max(3, math.ceil(n / 2 ** (stages - 1 - s))) for s in range(stages)]
+
+
+def adam_optimizer(trainable: Sequence[nn.Parameter], start: nn.Module, lr: float):
+    """Adam over ``trainable``, the initial state's parameters in a group of their own."""
+    # the initial state moves in state units, where a step of ``lr`` would be ~10 % of a
+    # typical coordinate: it learns ten times slower than the (softplus-space) parameters
+    start_ids = {id(p) for p in start.parameters()}
+    groups = [
+        {"params": [p for p in trainable if id(p) not in start_ids], "scale": 1.0},
+        {"params": [p for p in trainable if id(p) in start_ids], "scale": 0.1},
+    ]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
+
+
+class Training:
+    """Runs the phases of a plan.
+
+    Args:
+        objective: the problem and the solver settings.
+        phases: the plan (:func:`plan`).
+        trainable: the parameters L-BFGS moves (Adam's are those of ``adam``).
+        adam: the optimiser of the Adam phases (:func:`adam_optimizer`).
+        lr: the base Adam learning rate.
+        record: called with every loss evaluated by a step.
+        stop: polled before every step; ``True`` raises :class:`Stopped`.
+        shooting: the multiple-shooting loss, for ``"shooting"`` phases.
+    """
+
+    def __init__(
+        self, objective: Objective, phases: list[Phase], trainable: Sequence[nn.Parameter],
+        adam: torch.optim.Adam, lr: float, record: Record, stop: Stop,
+        shooting: Shooting | None = None,
+    ) -> None:  # fmt: skip
+        self.objective = objective
+        self.phases = phases
+        self.trainable = list(trainable)
+        self.adam = adam
+        self.lr = lr
+        self.record = record
+        self.stop = stop
+        self.shooting = shooting
+
+    def run(self, cursor: Cursor) -> None:
+        """Run phase ``cursor.phase`` from step ``cursor.step``, counting steps in ``cursor``."""
+        phase = self.phases[cursor.phase]
+        if phase.kind == "lbfgs":
+            self._lbfgs(phase)
+            return
+        # Adam's steps are ~lr in size whatever the gradient: after L-BFGS has polished a
+        # shorter horizon, a full-size step would throw the fit out of its basin
+        stage = sum(1 for p in self.phases[: cursor.phase] if p.kind != "lbfgs")
+        for group in self.adam.param_groups:
+            group["lr"] = self.lr * group["scale"] * 0.1**stage
+        for _ in range(cursor.step, phase.count):
+            self._adam_step(phase)
+            cursor.step += 1
+
+    def _adam_step(self, phase: Phase) -> None:
+        if self.stop():
+            raise Stopped
+        self.adam.zero_grad()
+        shooting = phase.kind == "shooting"
+        loss = self.shooting.loss() if shooting else self.objective.loss(phase.horizon)
+        loss.backward()
+        self.adam.step()
+        if shooting:
+            self.shooting.after_step()
+        self.record(float(loss.detach()))
+
+    def _lbfgs(self, phase: Phase) -> None:
+        optimizer = torch.optim.LBFGS(
+            self.trainable, lr=1.0, max_iter=phase.count, line_search_fn="strong_wolfe",
+            tolerance_grad=1e-10, tolerance_change=1e-12, history_size=20,
+        )  # fmt: skip
+
+        def closure():
+            if self.stop():
+                raise Stopped
+            optimizer.zero_grad()
+            loss = self.objective.loss(phase.horizon)
+            loss.backward()
+            self.record(float(loss.detach()))
+            return loss
+
+        optimizer.step(closure)
