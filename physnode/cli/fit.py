@@ -26,7 +26,16 @@ from physnode.cli._errors import err_console, fail, handle_errors
 from physnode.cli._progress import progress_bar
 from physnode.cli.choices import FIT_DEFAULTS as DEFAULT
 from physnode.cli.choices import FitModel, GradMethod, Schedule, SolverMethod, plain
-from physnode.cli.options import Atol, Device, Overwrite, Rtol, Seed, output_option, refuse_existing
+from physnode.cli.options import (
+    Atol,
+    Device,
+    Overwrite,
+    Rtol,
+    Seed,
+    output_option,
+    refuse_existing,
+    refuse_input,
+)
 from physnode.data import Trajectory, read_trajectory
 from physnode.data.fitfile import FitRecord, read_fit, sha256_file, write_fit
 from physnode.fit import Fitter
@@ -270,7 +279,7 @@ def fit_command(
     options = _given_settings(ctx)
     # Everything that can be checked is checked before the (long) fit starts.
     record = _resumed_fit(resume, data)
-    out = _output_path(output, resume, overwrite)
+    out = _output_path(output, data, resume, overwrite)
     traj = read_trajectory(data)
     settings = _settings(options, None if record is None else record.settings)
     _check_train_until(settings.get("train_until"), traj)
@@ -323,9 +332,11 @@ def _resumed_fit(resume: Path | None, data: Path) -> FitRecord | None:
     return record
 
 
-def _output_path(output: Path | None, resume: Path | None, overwrite: bool) -> Path:
-    """``--output``, else the resumed file (replaced in place), else ``fit.h5``."""
+def _output_path(output: Path | None, data: Path, resume: Path | None, overwrite: bool) -> Path:
+    """``--output``, else the resumed file (replaced in place), else ``fit.h5``; never the
+    data file itself."""
     out = output if output is not None else (resume if resume is not None else Path("fit.h5"))
+    refuse_input(out, data)
     replacing_resumed = resume is not None and out.resolve() == resume.resolve()
     refuse_existing(out, overwrite or replacing_resumed)
     return out

@@ -37,6 +37,20 @@ Device = Annotated[
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing output file.")]
 
 
+def refuse_input(out: Path, *inputs: Path | None) -> None:
+    """Fail in one line when the output ``out`` is one of the command's own input files: an
+    output never replaces its input, ``--overwrite`` or not."""
+    for src in inputs:
+        if src is not None and _same_file(out, src):
+            raise fail(f"{out}: is this command's input file {src}; choose another output (-o)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
 def refuse_existing(path: Path, overwrite: bool) -> None:
     """Fail in one line when ``path`` exists and ``--overwrite`` was not given."""
     if path.exists() and not overwrite:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from physnode.cli._errors import handle_errors
-from physnode.cli.options import output_option
+from physnode.cli.options import output_option, refuse_input
 
 console = Console(highlight=False)
 
@@ -32,5 +32,6 @@ def plot_command(
     if not path.exists():
         raise FileNotFoundError(2, "No such file", str(path))
     out = output if output is not None else path.with_suffix(".png")
+    refuse_input(out, path)
     (plot_fit_file if is_fit_file(path) else plot_trajectory_file)(path, out)
     console.print(f"wrote {out}")

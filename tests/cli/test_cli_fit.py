@@ -160,3 +160,17 @@ def test_resume_refuses_other_data(fast: None, monkeypatch: pytest.MonkeyPatch) 
     assert_one_line_failure(result, leftover={"data.h5", "other.h5", "part.h5"})
     assert "SHA-256" in result.output
     assert Path("part.h5").read_bytes() == before
+
+
+@pytest.mark.parametrize("flag", [[], ["--overwrite"]])
+def test_fit_never_writes_over_its_input(flag: list[str]) -> None:
+    """An output is never its own input file, with --overwrite or without: the data survive."""
+    data = simulate()
+    before = data.read_bytes()
+    result = run("fit", "data.h5", "-o", "./data.h5", *flag)
+    assert_one_line_failure(result, leftover={"data.h5"})
+    assert "input file" in result.output
+    assert data.read_bytes() == before
+    result = run("plot", "data.h5", "-o", "data.h5")
+    assert_one_line_failure(result, leftover={"data.h5"})
+    assert data.read_bytes() == before
