@@ -16,7 +16,6 @@ from physnode.models import HybridModel, InitialState, NeuralODE
 from physnode.systems import SYSTEMS, NBody, make_system
 from physnode.systems.base import System, inverse_softplus
 
-PARTICLE_SYSTEMS = ("three-body", "n-body", "kepler")
 INITIAL_STATE_NAMES = ("y0", "velocities")
 OBSERVE = ("auto", "positions")
 
@@ -303,9 +302,9 @@ def _particle_system(data, n, d, params, physical, init_masses) -> NBody:
         raise DataError(
             "the data file has no masses; learn them (learn=('masses',), CLI: --learn masses)"
         )
-    G = float(params.get("G", 1.0))
-    softening = float(params.get("softening", 0.0))
-    system = NBody(masses, G=G, softening=softening, dim=d)
+    info = SYSTEMS["n-body"]  # what a particle file may set: read from the registry
+    given = {k: float(params.get(k, info.defaults[k])) for k in info.settable}
+    system = NBody(masses, dim=d, **given)
     _check_learnable(system, physical, "n-body")
     return system
 
@@ -313,7 +312,7 @@ def _particle_system(data, n, d, params, physical, init_masses) -> NBody:
 def _state_system(name: str, params: dict, physical: tuple[str, ...]) -> System:
     if name not in SYSTEMS:
         raise DataError(f"the data's system {name!r} is unknown; valid systems are {list(SYSTEMS)}")
-    known = SYSTEMS[name].defaults
+    known = SYSTEMS[name].settable
     # parameters being learned start from the system's defaults, not from the file's values
     given = {k: params[k] for k in known if k in params and k not in physical}
     system = make_system(name, **given)
