@@ -42,11 +42,8 @@ class ThreeBody(nn.Module):
     """``dy/dt`` of three gravitating point masses in the plane, batched over leading dims.
 
     ``masses`` is an ``nn.Parameter`` of shape ``(3,)``. ``nfe`` counts calls of ``forward``.
-    ``autonomous = True`` tells physnode's ACA that ``t`` is ignored and any leading batch dims
-    work, so its backward pass may replay all steps as one batch.
+    A user's module as is: no flags (physnode's ACA batches its replay through vmap anyway).
     """
-
-    autonomous = True
 
     def __init__(self, masses=MASSES_MODEL, dtype=torch.float64, device="cpu") -> None:
         super().__init__()

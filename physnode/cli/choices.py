@@ -14,9 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from physnode.fit import Fitter
-from physnode.fit.fitter import MODELS, SCHEDULES
 from physnode.simulate import ALL_METHODS, simulate
-from physnode.solver import GRAD_METHODS, RK_METHODS
 from physnode.systems import SYSTEMS, VALID_PRESETS
 
 
@@ -34,10 +32,11 @@ def signature_defaults(func: Callable[..., Any]) -> Mapping[str, Any]:
 System = choice_enum("System", SYSTEMS)
 Preset = choice_enum("Preset", VALID_PRESETS)
 IntegrationMethod = choice_enum("IntegrationMethod", ALL_METHODS)  # what `simulate` accepts
-SolverMethod = choice_enum("SolverMethod", RK_METHODS)  # Runge–Kutta: what the Fitter accepts
-GradMethod = choice_enum("GradMethod", GRAD_METHODS)
-FitModel = choice_enum("FitModel", MODELS)
-Schedule = choice_enum("Schedule", SCHEDULES)
+# what the Fitter accepts, read from its declared constraints
+SolverMethod = choice_enum("SolverMethod", Fitter.CONSTRAINTS["method"].choices)
+GradMethod = choice_enum("GradMethod", Fitter.CONSTRAINTS["grad"].choices)
+FitModel = choice_enum("FitModel", Fitter.CONSTRAINTS["model"].choices)
+Schedule = choice_enum("Schedule", Fitter.CONSTRAINTS["schedule"].choices)
 
 #: Defaults of :func:`physnode.simulate.simulate` and of :class:`physnode.fit.Fitter`.
 SIMULATE_DEFAULTS = signature_defaults(simulate)

@@ -24,7 +24,7 @@ from physnode.fit.schedule import SCHEDULES, Cursor, Stopped, Training, adam_opt
 from physnode.fit.shooting import Shooting
 from physnode.fit.state import fit_state, load_fit_state, load_module_state
 from physnode.fit.uncertainty import gauss_newton
-from physnode.solver import GRAD_METHODS, RK_METHODS
+from physnode.solver import ADAPTIVE_METHODS, GRAD_METHODS
 
 __all__ = ["MODELS", "SCHEDULES", "Fitter"]
 
@@ -69,7 +69,8 @@ class Fitter:
     CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
         "model": Options(MODELS),
         "grad": Options(GRAD_METHODS),
-        "method": Options(RK_METHODS),
+        # the fit has no step-size setting: fixed-step methods would step once per sample
+        "method": Options(ADAPTIVE_METHODS),
         "schedule": Options(SCHEDULES),
         "observe": Options(OBSERVE),
         "epochs": Interval(int, 0, None),

@@ -58,7 +58,7 @@ def solve(
         raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(RK_METHODS)}")
     gradient = get_gradient(grad)
     tab = RK_METHODS[method]
-    opts = _check_options(options, tab, y0, rtol)
+    opts = _check_options(options, tab, grad, y0, rtol)
     params_list = _collect_params(func, params, y0)
     _check_finite(y0)
     stats = SolverStats()
@@ -129,12 +129,11 @@ def odeint(*args, **kwargs) -> torch.Tensor:
 
 
 def _check_options(
-    options: dict | None, tab: ButcherTableau, y0: torch.Tensor, rtol: float
+    options: dict | None, tab: ButcherTableau, grad: str, y0: torch.Tensor, rtol: float
 ) -> SolverOptions:
     """Build the options and check what depends on the method and the state's dtype."""
     opts = SolverOptions.from_dict(options)
-    if not tab.adaptive and opts.first_step is not None:
-        raise InvalidInputError(f"first_step applies to adaptive methods, not {tab.name!r}")
+    SolverOptions.check_applies(options, tab.name, tab.adaptive, grad)
     eps = torch.finfo(y0.dtype).eps
     if tab.adaptive and 0 < rtol < 0.1 * eps:
         raise InvalidInputError(

@@ -32,7 +32,8 @@ class SolverOptions:
 
     Attributes:
         step_size: fixed-step methods: the largest step (time units). Steps are also shortened
-            so that one ends on every output time. ``None``: one step per output interval.
+            so that one ends on every output time. Required by fixed-step methods; refused by
+            adaptive ones (they choose their own steps: see ``first_step``, ``max_step``).
         first_step: adaptive methods: the first trial step; ``None`` selects it automatically
             (Hairer, Nørsett & Wanner, II.4).
         max_step: adaptive methods: upper bound on ``|h|``.
@@ -93,6 +94,46 @@ class SolverOptions:
         "replay": Options(("auto", "batched", "sequential")),
         "replay_memory": Interval(int, 1, None),
     }
+
+    #: options that act only for some methods or gradient methods, declared once: given for
+    #: another, they would be ignored, so :meth:`check_applies` refuses them
+    ADAPTIVE_ONLY: ClassVar[tuple[str, ...]] = (
+        "first_step", "max_step", "controller", "safety", "ifactor", "dfactor", "pcoeff",
+        "icoeff",
+    )  # fmt: skip
+    FIXED_STEP_ONLY: ClassVar[tuple[str, ...]] = ("step_size",)
+    GRAD_ONLY: ClassVar[dict[str, str]] = {
+        "adjoint_rtol": "adjoint",
+        "adjoint_atol": "adjoint",
+        "seminorm": "adjoint",
+        "replay": "aca",
+        "replay_memory": "aca",
+    }
+
+    @staticmethod
+    def check_applies(options: dict | None, method: str, adaptive: bool, grad: str) -> None:
+        """Refuse options given for a method or gradient method they do not act on, and a
+        fixed-step method without ``step_size``."""
+        given = set(options or ())
+        misplaced = given & set(
+            SolverOptions.FIXED_STEP_ONLY if adaptive else SolverOptions.ADAPTIVE_ONLY
+        )
+        if misplaced:
+            kind = "fixed-step" if adaptive else "adaptive"
+            raise InvalidInputError(
+                f"options {sorted(misplaced)} apply to {kind} methods only, not {method!r}"
+            )
+        for key in sorted(given):
+            owner = SolverOptions.GRAD_ONLY.get(key)
+            if owner is not None and owner != grad:
+                raise InvalidInputError(
+                    f"options[{key!r}] applies to grad={owner!r} only, not grad={grad!r}"
+                )
+        if not adaptive and (options or {}).get("step_size") is None:
+            raise InvalidInputError(
+                f"{method!r} takes fixed steps: give options={{'step_size': h}} (h in time "
+                "units; steps also end on every output time), or use an adaptive method"
+            )
 
     @classmethod
     def from_dict(cls, options: dict | None) -> SolverOptions:

@@ -13,7 +13,7 @@ from physnode.cli.app import app
 from physnode.fit import Fitter
 from physnode.fit.fitter import MODELS, SCHEDULES
 from physnode.simulate import ALL_METHODS, simulate
-from physnode.solver import GRAD_METHODS, RK_METHODS
+from physnode.solver import ADAPTIVE_METHODS, GRAD_METHODS
 from physnode.systems import SYSTEMS, VALID_PRESETS
 
 runner = CliRunner()
@@ -58,7 +58,7 @@ def test_fit_help_lists_the_registries_and_the_fitter_defaults() -> None:
     text = help_text("fit")
     assert choices_of(text, "--model") == list(MODELS)
     assert choices_of(text, "--grad") == list(GRAD_METHODS)
-    assert choices_of(text, "--method") == list(RK_METHODS)
+    assert choices_of(text, "--method") == list(ADAPTIVE_METHODS)
     assert choices_of(text, "--schedule") == list(SCHEDULES)
     defaults = {k: p.default for k, p in inspect.signature(Fitter.__init__).parameters.items()}
     for name in ("model", "grad", "method", "rtol", "atol", "epochs", "lr", "schedule", "seed"):

@@ -11,7 +11,7 @@ from physnode.constraints import Options
 from physnode.errors import InvalidInputError
 from physnode.fit import MODELS, SCHEDULES, Fitter
 from physnode.fit.schedule import plan
-from physnode.solver import GRAD_METHODS, RK_METHODS
+from physnode.solver import ADAPTIVE_METHODS, GRAD_METHODS
 
 
 def test_every_constraint_names_a_setting_and_accepts_its_default():
@@ -26,7 +26,7 @@ def test_choices_come_from_the_registries():
     assert choices["model"] == MODELS
     assert choices["schedule"] == SCHEDULES
     assert choices["grad"] == tuple(GRAD_METHODS)
-    assert choices["method"] == tuple(RK_METHODS)
+    assert choices["method"] == tuple(ADAPTIVE_METHODS)
     assert choices["observe"] == ("auto", "positions")
 
 

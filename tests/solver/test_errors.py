@@ -132,3 +132,22 @@ def test_collision_reports_softening_hint():
     y0 = torch.tensor([-0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     with pytest.raises((StepSizeTooSmallError, NonFiniteError), match="softening"):
         odeint(system, y0, torch.tensor([0.0, 5.0], dtype=torch.float64), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("method", "grad", "options", "match"),
+    [
+        ("dopri5", "aca", {"step_size": 0.1}, "fixed-step methods only"),
+        ("rk4", "aca", {"step_size": 0.1, "controller": "pi"}, "adaptive methods only"),
+        ("rk4", "aca", {"step_size": 0.1, "max_step": 0.5}, "adaptive methods only"),
+        ("euler", "aca", {"step_size": 0.1, "first_step": 0.01}, "adaptive methods only"),
+        ("rk4", "aca", None, "takes fixed steps"),
+        ("dopri5", "aca", {"seminorm": True}, "grad='adjoint' only"),
+        ("dopri5", "backprop", {"adjoint_rtol": 1e-6}, "grad='adjoint' only"),
+        ("dopri5", "adjoint", {"replay": "batched"}, "grad='aca' only"),
+    ],
+)
+def test_options_that_would_be_ignored_are_refused(method, grad, options, match):
+    """A setting that is accepted must act: an option for another kind of method is refused."""
+    with pytest.raises(InvalidInputError, match=match):
+        odeint(rot, Y0, T, method=method, grad=grad, options=options)

@@ -272,10 +272,10 @@ def test_batched_aca_replay_equals_sequential_and_backprop(method):
         y0 = y0.clone().requires_grad_(True)
         t = torch.linspace(0, period, 40, dtype=torch.float64).requires_grad_(True)
         tab = RK_METHODS[method]
-        opts = {
-            "replay": "batched" if batched else "sequential",
-            "replay_memory": chunk * aca.replay_bytes_per_step(tab, y0),
-        }
+        opts = {}
+        if grad == "aca":
+            opts["replay"] = "batched" if batched else "sequential"
+            opts["replay_memory"] = chunk * aca.replay_bytes_per_step(tab, y0)
         if method == "rk4":
             opts["step_size"] = 0.01
         sol = solve(system, y0, t, rtol=1e-9, atol=1e-9, method=method, grad=grad, options=opts)
