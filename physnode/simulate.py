@@ -9,6 +9,7 @@ The library behind ``physnode simulate``; no CLI imports here::
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import time
@@ -24,7 +25,7 @@ from physnode.errors import InvalidInputError
 from physnode.solver import solve
 from physnode.solver.symplectic import SYMPLECTIC_METHODS, integrate_symplectic
 from physnode.solver.tableaus import RK_METHODS
-from physnode.systems import RunOptions, RunSetup, System, system_info
+from physnode.systems import SYSTEMS, RunOptions, RunSetup, System, SystemInfo, system_info
 
 __all__ = ["ALL_METHODS", "SimulationSummary", "simulate"]
 
@@ -111,12 +112,17 @@ def simulate(
             count. StepSizeTooSmallError and other solver errors propagate from the engine.
     """
     _check_settings(method, points, noise, periods, t_end)
+    info = system_info(system)
+    _refuse_inapplicable(info, method, step_size, preset=preset, dim=dim, bodies=bodies)
     options = RunOptions(preset=preset, dim=dim, seed=seed, bodies=bodies, batch=batch)
-    setup = system_info(system).setup(options, params)
+    setup = info.setup(options, params)
     span, run_info = _run_length(system, setup, periods, t_end)
-    meta = {**setup.parameters, **run_info}
-    meta.update(method=method, rtol=float(rtol), atol=float(atol), seed=int(seed))
     step_size = _step_size(step_size, setup.period, span)
+    meta = {**setup.parameters, **run_info, "method": method, "seed": int(seed)}
+    if _adaptive(method):  # only the settings that acted are recorded
+        meta.update(rtol=float(rtol), atol=float(atol))
+    else:
+        meta.update(step_size=float(step_size))
     module, y0 = _on_device(setup, device)
     times = np.linspace(0.0, span, points)
 
@@ -144,6 +150,30 @@ def _check_settings(
         raise InvalidInputError(f"noise must be a finite number >= 0; got {noise!r}.")
     if periods is not None and t_end is not None:
         raise InvalidInputError("give either periods or t_end, not both.")
+
+
+def _adaptive(method: str) -> bool:
+    return method in RK_METHODS and RK_METHODS[method].adaptive
+
+
+def _refuse_inapplicable(
+    info: SystemInfo, method: str, step_size: float | None, **given: Any
+) -> None:
+    """InvalidInputError for a setting that would be ignored: a run option (``preset``,
+    ``dim``, ``bodies``) changed from its default for a system that reads none, or a
+    ``step_size`` for an adaptive method."""
+    defaults = inspect.signature(simulate).parameters
+    for name, value in given.items():
+        if name not in info.options and value != defaults[name].default:
+            applies = [n for n, i in SYSTEMS.items() if name in i.options]
+            raise InvalidInputError(
+                f"{name} applies to the {', '.join(applies)} system(s), not {info.name!r}."
+            )
+    if step_size is not None and _adaptive(method):
+        raise InvalidInputError(
+            f"step_size applies to fixed-step and symplectic methods, not {method!r} "
+            "(adaptive: it chooses its own steps from rtol/atol)."
+        )
 
 
 def _run_length(
