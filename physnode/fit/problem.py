@@ -186,13 +186,14 @@ def _observe_particles(
     dimensions; unobserved initial velocities are estimated and learned."""
     t_len, n, d = data.positions.shape
     q = data.positions.reshape(t_len, n * d)
-    has_v = data.velocities is not None
+    # observe="positions": the file's velocities are not data, not even the starting ones
+    has_v = data.velocities is not None and observe != "positions"
     v0 = (
         data.velocities[0].reshape(-1)
         if has_v
         else _finite_difference_velocities(times, data.positions).reshape(-1)
     )
-    if observe == "positions" or not has_v:
+    if not has_v:
         obs = q
         index = np.arange(n * d)
     else:

@@ -133,3 +133,20 @@ def test_shooting_schedule_recovers_masses():
     true, data = _three_d_data(0.0)
     fitter = Fitter(schedule="shooting", epochs=20, lbfgs_steps=15).fit(data)
     assert (np.abs(fitter.params_["masses"] - true) / true).max() < 1e-4
+
+
+@pytest.mark.slow  # two fits with the Gauss–Newton finish: ~45 s here
+def test_observe_positions_never_reads_the_velocities():
+    """``observe="positions"``: the file's velocities, even the starting ones, are not data. A
+    fit of a file whose velocities are wrong equals, exactly, the fit of the same positions
+    without velocities (same information, same deterministic CPU fit)."""
+    _, data = _three_d_data(0.0)
+    wrong = Trajectory(data.times, positions=data.positions, velocities=5.0 * data.velocities,
+                       masses=data.masses, parameters=data.parameters)  # fmt: skip
+    bare = Trajectory(data.times, positions=data.positions, masses=data.masses,
+                      parameters=data.parameters)  # fmt: skip
+    settings = dict(epochs=3, lbfgs_steps=0)
+    a = Fitter(observe="positions", **settings).fit(wrong)
+    b = Fitter(observe="positions", **settings).fit(bare)
+    np.testing.assert_array_equal(a.params_["masses"], b.params_["masses"])
+    np.testing.assert_array_equal(a.history_["loss"], b.history_["loss"])
