@@ -197,6 +197,8 @@ class Fitter:
             stop=should_stop or (lambda: False),
             shooting=Shooting(self._objective, self.lr) if self.schedule == "shooting" else None,
         )  # fmt: skip
+        if resume is not None and training.shooting is not None:
+            training.shooting.load_state(resume)
         self._train(training, history, first)
         self.history_ = {k: np.asarray(v) for k, v in history.items()}
         self._finish(prob)
@@ -253,17 +255,22 @@ class Fitter:
             for phase in range(first.phase, len(phases)):
                 cursor = Cursor(phase, first.step if phase == first.phase else 0)
                 # the state this phase starts from: an interrupted L-BFGS phase reruns from it
-                snapshot = fit_state(self._prob, training.adam, history, phase, 0)
+                snapshot = fit_state(
+                    self._prob, training.adam, history, phase, 0, training.shooting
+                )
                 training.run(cursor)
-            self.state_ = fit_state(self._prob, training.adam, history, len(phases), 0)
+            self.state_ = fit_state(
+                self._prob, training.adam, history, len(phases), 0, training.shooting
+            )
         except Stopped:
             self.interrupted_ = True
             if phases[cursor.phase].kind == "lbfgs":
                 self.state_ = self._rewind(snapshot, history)
             else:
                 self.state_ = fit_state(
-                    self._prob, training.adam, history, cursor.phase, cursor.step
-                )
+                    self._prob, training.adam, history, cursor.phase, cursor.step,
+                    training.shooting,
+                )  # fmt: skip
 
     def _rewind(self, snapshot: dict, history: dict[str, list]) -> dict:
         """Back to ``snapshot`` (model, start and history, in place) and return it."""

@@ -7,6 +7,8 @@ import torch
 
 from physnode.errors import InvalidInputError
 from physnode.fit.objective import Objective
+from physnode.fit.state import load_optimizer_state, optimizer_state
+from physnode.solver.vector_field import is_autonomous
 
 
 class Shooting:
@@ -25,6 +27,13 @@ class Shooting:
     def __init__(self, objective: Objective, lr: float) -> None:
         self.objective = objective
         prob = objective.problem
+        if not is_autonomous(prob.model):
+            # every segment is solved from t = 0: only right for a model that ignores t
+            raise InvalidInputError(
+                "schedule='shooting' restarts every segment at t = 0, which is wrong for a "
+                f"model that depends on t ({type(prob.model).__name__} is not autonomous); "
+                "use schedule='curriculum'"
+            )
         n = prob.n_train
         self.n_seg = max(1, min(8, (n - 1) // 10))
         self.length = (n - 1) // self.n_seg + 1  # points per segment, sharing end points
@@ -64,3 +73,18 @@ class Shooting:
     def after_step(self) -> None:
         """Move the segment starts (after the main optimiser's step)."""
         self.extra.step()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The segment starts and their optimiser's buffers, for a resumable fit state."""
+        out = {"shooting/segment_starts": self.segment_starts.detach().cpu().numpy().copy()}
+        out.update(optimizer_state(self.extra, prefix="shooting/optim"))
+        return out
+
+    def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state` (absent keys: a fit stopped before shooting began)."""
+        if "shooting/segment_starts" not in state:
+            return
+        with torch.no_grad():
+            saved = np.asarray(state["shooting/segment_starts"])
+            self.segment_starts.copy_(torch.as_tensor(saved, dtype=self.segment_starts.dtype))
+        load_optimizer_state(self.extra, state, prefix="shooting/optim")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,22 +29,26 @@ def load_module_state(prefix: str, module: torch.nn.Module, state: dict) -> None
     module.load_state_dict(loaded)
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
-    """Per-parameter optimiser buffers as ``optim/<index>/<name>`` arrays."""
+def optimizer_state(
+    optimizer: torch.optim.Optimizer, prefix: str = "optim"
+) -> dict[str, np.ndarray]:
+    """Per-parameter optimiser buffers as ``<prefix>/<index>/<name>`` arrays."""
     out: dict[str, np.ndarray] = {}
     for idx, buffers in optimizer.state_dict()["state"].items():
         for name, value in buffers.items():
-            out[f"optim/{idx}/{name}"] = torch.as_tensor(value).detach().cpu().numpy().copy()
+            out[f"{prefix}/{idx}/{name}"] = torch.as_tensor(value).detach().cpu().numpy().copy()
     return out
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, state: dict, prefix: str = "optim"
+) -> None:
     sd = optimizer.state_dict()
     new_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        if not key.startswith("optim/"):
+        if not key.startswith(f"{prefix}/"):
             continue
-        _, idx, name = key.split("/", 2)
+        idx, name = key[len(prefix) + 1 :].split("/", 1)
         new_state.setdefault(int(idx), {})[name] = torch.as_tensor(np.asarray(value))
     sd["state"] = new_state
     optimizer.load_state_dict(sd)
@@ -56,9 +60,11 @@ def fit_state(
     history: dict[str, list],
     phase: int,
     phase_step: int,
+    shooting: Any = None,
 ) -> dict:
     """A resumable ``state_``: where the fit stands (``phase``, ``phase_step``, ``epoch``), the
-    model, the initial state, Adam's buffers and the history so far (``history/<key>``)."""
+    model, the initial state, Adam's buffers, the history so far (``history/<key>``) and, for
+    multiple shooting, its segment starts and their optimiser (``shooting/...``)."""
     state: dict = {"phase": int(phase), "phase_step": int(phase_step),
                    "epoch": len(history["loss"])}  # fmt: skip
     state.update(module_state("model", problem.model))
@@ -66,6 +72,8 @@ def fit_state(
     state.update(optimizer_state(adam))
     for key, values in history.items():
         state[f"history/{key}"] = np.asarray(values).copy()
+    if shooting is not None:
+        state.update(shooting.state())
     return state
 
 

@@ -24,6 +24,8 @@ class DoublePendulum(System):
     is second order but not separable in these coordinates.
     """
 
+    autonomous = True  # dy/dt does not read t
+
     second_order = True
     positive_parameters = ("m1", "m2", "l1", "l2", "g")
 

@@ -19,6 +19,8 @@ class Lorenz(System):
     Defaults ``σ = 10``, ``ρ = 28``, ``β = 8/3``.
     """
 
+    autonomous = True  # dy/dt does not read t
+
     positive_parameters = ("sigma", "rho", "beta")
 
     def __init__(self, sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0) -> None:

@@ -20,6 +20,8 @@ class LotkaVolterra(System):
     Defaults ``(α, β, γ, δ) = (1.5, 1, 3, 1)``, ``u0 = (1, 1)``.
     """
 
+    autonomous = True  # dy/dt does not read t
+
     positive_parameters = ("alpha", "beta", "gamma", "delta")
 
     def __init__(

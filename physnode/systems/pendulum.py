@@ -19,6 +19,8 @@ class Pendulum(System):
     angular velocity in rad per time unit. ``g`` in length / time², ``length`` in length units.
     """
 
+    autonomous = True  # dy/dt does not read t
+
     second_order = True
     positive_parameters = ("g", "length")
 

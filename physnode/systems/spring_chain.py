@@ -25,6 +25,8 @@ class SpringChain(System):
     Normal mode ``j`` has angular frequency ``2 sqrt(k / m) sin(j π / (2 (n + 1)))``.
     """
 
+    autonomous = True  # dy/dt does not read t
+
     second_order = True
     positive_parameters = ("m", "k")
 

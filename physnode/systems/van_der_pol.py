@@ -20,6 +20,8 @@ class VanDerPol(System):
     State ``y``: shape ``(..., 2)`` = ``(x, v)``, dimensionless. No conserved quantity.
     """
 
+    autonomous = True  # dy/dt does not read t
+
     second_order = True
     positive_parameters = ("mu",)
 
