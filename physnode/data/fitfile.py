@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from physnode._version import __version__
-from physnode.data import h5md
+from physnode.data import h5md, hdf5
 from physnode.data.atomic import atomic_write
 from physnode.data.trajectory import Trajectory
 from physnode.errors import DataError, InvalidInputError
@@ -139,13 +139,13 @@ def write_fit(
         )
     settings = dict(fitter.settings_)
     # Fail before anything touches the disk.
-    h5md._check_parameters(prediction.parameters, "prediction.parameters")
-    h5md._check_parameters(settings, "settings")
+    hdf5.check_parameters(prediction.parameters, "prediction.parameters")
+    hdf5.check_parameters(settings, "settings")
     digest = sha256_file(data_path)
     path = Path(path)
     with atomic_write(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w", libver=("v108", "v108")) as f:
-            h5md._write(f, prediction, "physnode fit")
+            h5md.write_into(f, prediction, "physnode fit")
             _write_fit_group(f, fitter, settings, Path(data_path).name, digest, observed)
     return path
 
@@ -169,7 +169,7 @@ def _write_fit_group(
     g.attrs["train_until"] = np.float64(fitter.train_until_)
     g.attrs["interrupted"] = np.bool_(bool(fitter.interrupted_))
     g.attrs["wall_time"] = np.float64(fitter.wall_time_)
-    h5md._write_parameters(g.create_group("settings", track_order=True), settings)
+    hdf5.write_parameters(g.create_group("settings", track_order=True), settings)
 
     history = dict(fitter.history_)
     for name in ("epoch", "loss"):
@@ -315,7 +315,7 @@ def read_fit(path: str | os.PathLike[str]) -> FitRecord:
             fit), or its ``/fit`` group lacks a required entry (the message names the path).
     """
     path = Path(path)
-    with h5md._open(path) as f:
+    with hdf5.open_file(path) as f:
         g = f.get(FIT_GROUP)
         if not isinstance(g, h5py.Group):
             raise DataError(
@@ -348,14 +348,14 @@ def read_fit(path: str | os.PathLike[str]) -> FitRecord:
             state_group.visititems(lambda name, obj: _get_state(state, name, obj))
         extrap = float(g.attrs["extrapolation_rmse"])
         attrs = {
-            k: h5md._python_value(g.attrs[k])
+            k: hdf5.python_value(g.attrs[k])
             for k in ("data_file", "physnode_version")
             if k in g.attrs
         }
         observed = _read_observed(g["observed"], path)
         record_kwargs: dict[str, Any] = dict(
             observed=observed,
-            settings=h5md._read_parameters(g["settings"]),
+            settings=hdf5.read_parameters(g["settings"]),
             params=_read_arrays(g.get("params")),
             uncertainties=_read_arrays(g.get("uncertainties")),
             history=history,
@@ -367,7 +367,7 @@ def read_fit(path: str | os.PathLike[str]) -> FitRecord:
             interrupted=bool(g.attrs["interrupted"]),
             wall_time=float(g.attrs["wall_time"]),
             data_file=str(attrs.get("data_file", "")),
-            data_sha256=str(h5md._python_value(g.attrs["data_sha256"])),
+            data_sha256=str(hdf5.python_value(g.attrs["data_sha256"])),
             physnode_version=str(attrs.get("physnode_version", "")),
         )
     prediction = h5md.read_trajectory(path)
@@ -389,7 +389,7 @@ def _read_arrays(group: Any) -> dict[str, np.ndarray]:
 def _get_state(out: dict[str, Any], name: str, obj: Any) -> None:
     if not isinstance(obj, h5py.Dataset):
         return
-    kind = h5md._python_value(obj.attrs.get(_KIND, "array"))
+    kind = hdf5.python_value(obj.attrs.get(_KIND, "array"))
     raw = obj[()]
     if kind == "bool":
         out[name] = bool(raw)
@@ -420,9 +420,9 @@ def _read_observed(group: Any, path: Path) -> Trajectory:
         if name in group:
             kwargs[key] = group[name][()]
     if "state" in group and "names" in group["state"].attrs:
-        kwargs["state_names"] = tuple(h5md._strings(group["state"].attrs["names"]))
+        kwargs["state_names"] = tuple(hdf5.strings(group["state"].attrs["names"]))
     if "body_names" in group.attrs:
-        kwargs["body_names"] = tuple(h5md._strings(group.attrs["body_names"]))
+        kwargs["body_names"] = tuple(hdf5.strings(group.attrs["body_names"]))
     try:
         return Trajectory(group["time"][()], **kwargs)
     except InvalidInputError as err:

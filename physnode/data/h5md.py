@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from physnode._version import __version__
+from physnode.data import hdf5
 from physnode.data.atomic import atomic_write
 from physnode.data.trajectory import Trajectory, first_non_increasing
 from physnode.errors import DataError, InvalidInputError
@@ -85,16 +86,16 @@ def write_trajectory(
     """
     if not isinstance(traj, Trajectory):
         raise InvalidInputError(f"traj must be a Trajectory; got {type(traj).__name__}")
-    _check_parameters(traj.parameters, "parameters")  # fail before anything touches the disk
+    hdf5.check_parameters(traj.parameters, "parameters")  # fail before anything touches the disk
     path = Path(path)
     with atomic_write(path, overwrite=overwrite) as tmp:
         # libver v108 = HDF5 file format version 2, the version H5MD recommends.
         with h5py.File(tmp, "w", libver=("v108", "v108")) as f:
-            _write(f, traj, author if author is not None else "unknown")
+            write_into(f, traj, author if author is not None else "unknown")
     return path
 
 
-def _write(f: h5py.File, traj: Trajectory, author: str) -> None:
+def write_into(f: h5py.File, traj: Trajectory, author: str) -> None:
     h5md = f.create_group("h5md")
     h5md.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
     h5md.create_group("author").attrs["name"] = str(author)
@@ -157,65 +158,7 @@ def _write(f: h5py.File, traj: Trajectory, author: str) -> None:
     if traj.energy is not None:
         element(observables, "energy", traj.energy)
 
-    _write_parameters(f.create_group("parameters", track_order=True), traj.parameters)
-
-
-def _check_parameters(params: Mapping[str, Any], where: str) -> None:
-    for key, value in params.items():
-        if not isinstance(key, str) or not key or "/" in key or key == ".":
-            raise InvalidInputError(
-                f"{where}: parameter name {key!r} cannot be stored; use a non-empty string "
-                "without '/'"
-            )
-        if isinstance(value, Mapping):
-            _check_parameters(value, f"{where}.{key}")
-        else:
-            _attr_value(value, f"{where}.{key}")
-
-
-def _attr_value(value: Any, where: str) -> Any:
-    """The HDF5 attribute value for one parameter; InvalidInputError if it has no faithful one."""
-    if value is None:
-        return h5py.Empty("f8")
-    if isinstance(value, (bool, np.bool_)):
-        return np.bool_(value)
-    if isinstance(value, (int, np.integer)):
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:
-            raise InvalidInputError(f"{where} = {value} does not fit in int64")
-        return value if isinstance(value, np.integer) else np.int64(value)
-    if isinstance(value, (float, np.floating)):
-        return value if isinstance(value, np.floating) else np.float64(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple, np.ndarray)):
-        items = list(np.ravel(np.asarray(value, dtype=object)))
-        n_str = sum(isinstance(x, (str, np.str_)) for x in items)
-        if 0 < n_str < len(items):  # numpy would silently turn the numbers into strings
-            raise InvalidInputError(
-                f"{where} = {value!r} mixes strings and other values; an HDF5 attribute holds "
-                "one type"
-            )
-        arr = np.asarray(value)
-        if arr.dtype.kind in "biuf":
-            return arr
-        if arr.dtype.kind in "US" or (
-            arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr.ravel())
-        ):
-            return np.array([str(x) for x in arr.ravel()], dtype=h5py.string_dtype()).reshape(
-                arr.shape
-            )
-    raise InvalidInputError(
-        f"{where} = {value!r} ({type(value).__name__}) cannot be stored in an HDF5 attribute; "
-        "use str, bool, int, float, None, a list/array of numbers or strings, or a dict of those"
-    )
-
-
-def _write_parameters(group: h5py.Group, params: Mapping[str, Any]) -> None:
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            _write_parameters(group.create_group(key, track_order=True), value)
-        else:
-            group.attrs[key] = _attr_value(value, key)
+    hdf5.write_parameters(f.create_group("parameters", track_order=True), traj.parameters)
 
 
 # ====================================================================== reading
@@ -237,31 +180,11 @@ def read_trajectory(path: str | os.PathLike[str]) -> Trajectory:
             value, non-increasing or mismatched time, wrong shape).
     """
     path = Path(path)
-    with _open(path) as f:
+    with hdf5.open_file(path) as f:
         try:
             return _read(f, path)
         except InvalidInputError as err:  # the Trajectory constructor's own checks
             raise DataError(f"{path}: {err}") from err
-
-
-def _open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a trajectory file")
-    try:
-        is_hdf5 = h5py.is_hdf5(path)
-    except OSError as err:
-        raise DataError(f"{path}: cannot be read ({err})") from err
-    if not is_hdf5:
-        raise DataError(
-            f"{path}: not an HDF5 file — physnode trajectories are HDF5 (H5MD layout, see "
-            "docs/FORMAT.md)"
-        )
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise DataError(f"{path}: could not be opened as HDF5 ({err}); is it truncated?") from err
 
 
 def _check_versions(f: h5py.File, path: Path) -> None:
@@ -369,7 +292,7 @@ def _read(f: h5py.File, path: Path) -> Trajectory:
         if "mass" in bodies:
             kwargs["masses"] = _read_masses(bodies["mass"], n_particles, n_members, path)
         if "body_names" in bodies.attrs:
-            kwargs["body_names"] = tuple(_strings(bodies.attrs["body_names"]))
+            kwargs["body_names"] = tuple(hdf5.strings(bodies.attrs["body_names"]))
 
     if state_group is not None:
         state, stimes = _read_element(state_group, path)
@@ -394,7 +317,7 @@ def _read(f: h5py.File, path: Path) -> Trajectory:
             )
         kwargs["state"] = state
         if "names" in state_group.attrs:
-            kwargs["state_names"] = tuple(_strings(state_group.attrs["names"]))
+            kwargs["state_names"] = tuple(hdf5.strings(state_group.attrs["names"]))
 
     if observables is not None and "energy" in observables:
         energy, etimes = _read_element(observables["energy"], path)
@@ -402,7 +325,7 @@ def _read(f: h5py.File, path: Path) -> Trajectory:
         kwargs["energy"] = energy
 
     params = f.get("parameters")
-    kwargs["parameters"] = _read_parameters(params) if isinstance(params, h5py.Group) else {}
+    kwargs["parameters"] = hdf5.read_parameters(params) if isinstance(params, h5py.Group) else {}
     return Trajectory(clock[0][1], **kwargs)
 
 
@@ -517,38 +440,6 @@ def _read_masses(ds: Any, n_particles: int, n_members: int | None, path: Path) -
     return per_member[0].copy()
 
 
-def _strings(value: Any) -> list[str]:
-    arr = np.atleast_1d(np.asarray(value, dtype=object))
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in arr.ravel()]
-
-
-def _python_value(value: Any) -> Any:
-    if isinstance(value, h5py.Empty):
-        return None
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "OSU":
-            strings = _strings(value)
-            return strings if value.ndim == 1 else np.array(strings).reshape(value.shape)
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
-def _read_parameters(group: h5py.Group) -> dict[str, Any]:
-    params: dict[str, Any] = {k: _python_value(v) for k, v in group.attrs.items()}
-    for key, sub in group.items():
-        if isinstance(sub, h5py.Group):
-            params[key] = _read_parameters(sub)
-    return params
-
-
 # ====================================================================== summary
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A summary of a trajectory file, for ``physnode info``; plain Python values (JSON-ready).
@@ -572,12 +463,12 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         creator_text = None
         fmt = None
         if isinstance(creator, h5py.Group):
-            parts = [_python_value(creator.attrs.get(k)) for k in ("name", "version")]
+            parts = [hdf5.python_value(creator.attrs.get(k)) for k in ("name", "version")]
             creator_text = " ".join(str(p) for p in parts if p is not None) or None
             if "physnode_format_version" in creator.attrs:
                 fmt = int(np.asarray(creator.attrs["physnode_format_version"]))
         author_text = (
-            _python_value(author.attrs.get("name")) if isinstance(author, h5py.Group) else None
+            hdf5.python_value(author.attrs.get("name")) if isinstance(author, h5py.Group) else None
         )
 
     params = traj.parameters
