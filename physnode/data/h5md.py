@@ -229,104 +229,117 @@ def _particle_group(f: h5py.File, path: Path) -> h5py.Group | None:
 
 
 def _read(f: h5py.File, path: Path) -> Trajectory:
+    """The trajectory in an open file: particles and/or a state, energy, parameters, all on
+    one time grid."""
     _check_versions(f, path)
     bodies = _particle_group(f, path)
     observables = f.get("observables")
     if observables is not None and not isinstance(observables, h5py.Group):
         raise DataError(f"{path}: /observables is not a group")
     state_group = observables.get("state") if observables is not None else None
-
     if bodies is None and state_group is None:
         raise DataError(
             f"{path}: /particles/{PARTICLE_GROUP}/position/value is missing — "
             f"{_NOT_A_TRAJECTORY} (a non-particle trajectory has /observables/state/value instead)"
         )
-
-    clock: list[tuple[str, np.ndarray]] = []  # the first element's time grid
-
-    def same_grid(name: str, times: np.ndarray) -> None:
-        if not clock:
-            clock.append((name, times))
-            return
-        ref_name, ref = clock[0]
-        if not np.array_equal(times, ref):
-            raise DataError(
-                f"{path}: {name}/time ({times.shape[0]} samples) differs from {ref_name}/time "
-                f"({ref.shape[0]} samples); physnode needs all elements on one time grid"
-            )
-
+    clock = _Clock(path)
     kwargs: dict[str, Any] = {}
-    n_members: int | None = None
-    if bodies is not None:
-        base = bodies.name
-        if "position" not in bodies:
-            raise DataError(f"{path}: {base}/position/value is missing — {_NOT_A_TRAJECTORY}")
-        pos, times = _read_element(bodies["position"], path)
-        same_grid(f"{base}/position", times)
-        if pos.ndim != 3:
-            raise DataError(
-                f"{path}: {base}/position/value has shape {pos.shape}; expected (T, N, D)"
-            )
-        n_particles, dim = pos.shape[1:]
-        _check_box(bodies, dim, path)
-        n_members = _ensemble_size(bodies, path)
-        n_bodies = n_particles
-        if n_members is not None:
-            if n_members < 1 or n_particles % n_members:
-                raise DataError(
-                    f"{path}: {base} has ensemble_size = {n_members}, which does not divide its "
-                    f"{n_particles} particles"
-                )
-            n_bodies = n_particles // n_members
-        unflat = pos.shape if n_members is None else (pos.shape[0], n_members, n_bodies, dim)
-        kwargs["positions"] = pos.reshape(unflat)
-        if "velocity" in bodies:
-            vel, vtimes = _read_element(bodies["velocity"], path)
-            same_grid(f"{base}/velocity", vtimes)
-            if vel.shape != pos.shape:
-                raise DataError(
-                    f"{path}: shape mismatch: {base}/velocity/value has shape {vel.shape} but "
-                    f"{base}/position/value has shape {pos.shape}"
-                )
-            kwargs["velocities"] = vel.reshape(unflat)
-        if "mass" in bodies:
-            kwargs["masses"] = _read_masses(bodies["mass"], n_particles, n_members, path)
-        if "body_names" in bodies.attrs:
-            kwargs["body_names"] = tuple(hdf5.strings(bodies.attrs["body_names"]))
-
+    n_members = _read_bodies(bodies, path, clock, kwargs) if bodies is not None else None
     if state_group is not None:
-        state, stimes = _read_element(state_group, path)
-        same_grid("/observables/state", stimes)
-        if state.ndim == 1:
-            state = state[:, None]  # a scalar observable: one component
-        size = _ensemble_size(state_group, path)
-        if size is not None:
-            if state.ndim != 3 or state.shape[1] != size:
-                raise DataError(
-                    f"{path}: /observables/state has ensemble_size = {size} but value has shape "
-                    f"{state.shape}; expected (T, {size}, S)"
-                )
-        elif state.ndim != 2:
-            raise DataError(
-                f"{path}: /observables/state/value has shape {state.shape}; expected (T, S)"
-            )
-        if bodies is not None and size != n_members:
-            raise DataError(
-                f"{path}: /observables/state and {bodies.name} disagree on ensemble_size "
-                f"({size} vs {n_members})"
-            )
-        kwargs["state"] = state
-        if "names" in state_group.attrs:
-            kwargs["state_names"] = tuple(hdf5.strings(state_group.attrs["names"]))
-
+        _read_state(state_group, bodies, n_members, path, clock, kwargs)
     if observables is not None and "energy" in observables:
-        energy, etimes = _read_element(observables["energy"], path)
-        same_grid("/observables/energy", etimes)
-        kwargs["energy"] = energy
-
+        kwargs["energy"] = clock.read(observables["energy"], "/observables/energy")
     params = f.get("parameters")
     kwargs["parameters"] = hdf5.read_parameters(params) if isinstance(params, h5py.Group) else {}
-    return Trajectory(clock[0][1], **kwargs)
+    return Trajectory(clock.times, **kwargs)
+
+
+class _Clock:
+    """The one time grid of a file: the first element read sets it, every other must match."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name: str | None = None
+        self.times = np.empty(0)
+
+    def read(self, group: Any, name: str) -> np.ndarray:
+        """The element's values; DataError if its times differ from the grid's."""
+        values, times = _read_element(group, self.path)
+        if self.name is None:
+            self.name, self.times = name, times
+        elif not np.array_equal(times, self.times):
+            raise DataError(
+                f"{self.path}: {name}/time ({times.shape[0]} samples) differs from "
+                f"{self.name}/time ({self.times.shape[0]} samples); physnode needs all elements "
+                "on one time grid"
+            )
+        return values
+
+
+def _read_bodies(bodies: h5py.Group, path: Path, clock: _Clock, kwargs: dict) -> int | None:
+    """Positions, velocities, masses and body names into ``kwargs``; returns the ensemble
+    size (None: a single trajectory)."""
+    base = bodies.name
+    if "position" not in bodies:
+        raise DataError(f"{path}: {base}/position/value is missing — {_NOT_A_TRAJECTORY}")
+    pos = clock.read(bodies["position"], f"{base}/position")
+    if pos.ndim != 3:
+        raise DataError(f"{path}: {base}/position/value has shape {pos.shape}; expected (T, N, D)")
+    n_particles, dim = pos.shape[1:]
+    _check_box(bodies, dim, path)
+    n_members = _ensemble_size(bodies, path)
+    n_bodies = n_particles
+    if n_members is not None:
+        if n_members < 1 or n_particles % n_members:
+            raise DataError(
+                f"{path}: {base} has ensemble_size = {n_members}, which does not divide its "
+                f"{n_particles} particles"
+            )
+        n_bodies = n_particles // n_members
+    unflat = pos.shape if n_members is None else (pos.shape[0], n_members, n_bodies, dim)
+    kwargs["positions"] = pos.reshape(unflat)
+    if "velocity" in bodies:
+        vel = clock.read(bodies["velocity"], f"{base}/velocity")
+        if vel.shape != pos.shape:
+            raise DataError(
+                f"{path}: shape mismatch: {base}/velocity/value has shape {vel.shape} but "
+                f"{base}/position/value has shape {pos.shape}"
+            )
+        kwargs["velocities"] = vel.reshape(unflat)
+    if "mass" in bodies:
+        kwargs["masses"] = _read_masses(bodies["mass"], n_particles, n_members, path)
+    if "body_names" in bodies.attrs:
+        kwargs["body_names"] = tuple(hdf5.strings(bodies.attrs["body_names"]))
+    return n_members
+
+
+def _read_state(
+    group: Any, bodies: Any, n_members: int | None, path: Path, clock: _Clock, kwargs: dict
+) -> None:
+    """The state observable (and its names) into ``kwargs``; its ensemble size must agree
+    with the particles'."""
+    state = clock.read(group, "/observables/state")
+    if state.ndim == 1:
+        state = state[:, None]  # a scalar observable: one component
+    size = _ensemble_size(group, path)
+    if size is not None:
+        if state.ndim != 3 or state.shape[1] != size:
+            raise DataError(
+                f"{path}: /observables/state has ensemble_size = {size} but value has shape "
+                f"{state.shape}; expected (T, {size}, S)"
+            )
+    elif state.ndim != 2:
+        raise DataError(
+            f"{path}: /observables/state/value has shape {state.shape}; expected (T, S)"
+        )
+    if bodies is not None and size != n_members:
+        raise DataError(
+            f"{path}: /observables/state and {bodies.name} disagree on ensemble_size "
+            f"({size} vs {n_members})"
+        )
+    kwargs["state"] = state
+    if "names" in group.attrs:
+        kwargs["state_names"] = tuple(hdf5.strings(group.attrs["names"]))
 
 
 def _read_element(group: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
