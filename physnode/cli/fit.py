@@ -210,6 +210,8 @@ def _result_table(fitter: Any, data: Trajectory, out: Path, title: str) -> Table
             label = name if scalar else f"{name}[{i}]"
             s = math.nan if sigma is None else float(sigma.ravel()[i])
             cell = f"{x:.8g}" + ("" if math.isnan(s) else f" ± {s:.2g}")
+            if math.isinf(s):  # the data do not see it: the value is the starting guess
+                cell = f"{x:.8g} (undetermined)"
             if true is None:
                 table.add_row(label, cell, "—", "—")
                 continue
@@ -284,6 +286,7 @@ def fit_command(
     settings = _settings(options, None if record is None else record.settings)
     _check_train_until(settings.get("train_until"), traj)
     fitter = _run_fit(settings, traj, record)
+    _refuse_if_nothing_determined(fitter)
     path = write_fit(out, fitter, data_path=data, observed=traj, overwrite=True)
     if fitter.interrupted_:
         epoch = fitter.state_.get("epoch", len(fitter.history_.get("epoch", ())))
@@ -292,6 +295,23 @@ def fit_command(
         )
         raise typer.Exit(code=EXIT_INTERRUPTED)
     console.print(_result_table(fitter, traj, path, f"physnode fit {data.name}"))
+    if fitter.undetermined_:
+        err_console.print(
+            "warning: the data cannot determine "
+            f"{', '.join(fitter.undetermined_)}: reported as undetermined, not fitted"
+        )
+
+
+def _refuse_if_nothing_determined(fitter: Any) -> None:
+    """Fail in one line (no file written) when the data determine none of the learned
+    physical parameters: there is no result to report."""
+    params = fitter.params_
+    n_values = sum(np.size(v) for v in params.values())
+    if params and len(fitter.undetermined_) == n_values and not fitter.interrupted_:
+        raise fail(
+            f"the data cannot determine {', '.join(fitter.undetermined_)} (the motion does not "
+            "depend on them); learn other parameters or give data that depend on them"
+        )
 
 
 def _given_settings(ctx: typer.Context) -> dict[str, Any]:

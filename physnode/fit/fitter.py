@@ -57,7 +57,8 @@ class Fitter:
         init_masses: starting masses when they are learned (scalar or one per body; default 1).
         observe: ``"auto"`` (positions and velocities when present) or ``"positions"``.
 
-    After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ, Gauss–Newton), ``history_``,
+    After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ, Gauss–Newton; ``inf`` where the
+    data cannot determine a parameter), ``undetermined_`` (those parameters), ``history_``,
     ``train_rmse_``, ``extrapolation_rmse_``, ``prediction_`` (a Trajectory at every data time),
     ``network_state_``, ``state_`` (resumable), ``interrupted_``, ``wall_time_``,
     ``train_until_``, ``settings_``, ``model_``.
@@ -288,6 +289,7 @@ class Fitter:
             self.uncertainties_ = {k: np.full_like(v, np.nan) for k, v in prob.physical().items()}
         else:
             self.uncertainties_ = gauss_newton(self._objective)
+        self.undetermined_ = _undetermined(self.uncertainties_)
         self.params_ = prob.physical()
         with torch.no_grad():
             ys = self._objective.solve(len(prob.times), grad="aca")
@@ -331,3 +333,13 @@ class Fitter:
                 parameters=params,
             )
         return Trajectory(prob.times, state=pred, state_names=prob.state_names, parameters=params)
+
+
+def _undetermined(sigma: dict[str, np.ndarray]) -> list[str]:
+    """The parameters (``name`` or ``name[i]``) the data cannot determine: σ = inf."""
+    out = []
+    for name, value in sigma.items():
+        flat = np.atleast_1d(value).ravel()
+        scalar = np.ndim(value) == 0
+        out.extend(name if scalar else f"{name}[{i}]" for i in np.flatnonzero(np.isinf(flat)))
+    return out

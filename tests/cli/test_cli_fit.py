@@ -174,3 +174,19 @@ def test_fit_never_writes_over_its_input(flag: list[str]) -> None:
     result = run("plot", "data.h5", "-o", "data.h5")
     assert_one_line_failure(result, leftover={"data.h5"})
     assert data.read_bytes() == before
+
+
+def test_fit_refuses_when_the_data_determine_nothing(fast: None) -> None:
+    """A lone free body: its straight-line motion does not depend on its mass, so there is no
+    mass to report: one error line, exit 1, no fit file (never a number with an error bar)."""
+    from physnode.data import Trajectory, write_trajectory
+
+    t = np.linspace(0.0, 2.0, 40)
+    q = np.stack([0.3 + 0.5 * t, -0.1 + 0.2 * t], axis=-1)[:, None, :]
+    v = np.broadcast_to(np.array([0.5, 0.2]), (40, 1, 2)).copy()
+    one = Trajectory(t, positions=q, velocities=v, masses=np.array([2.0]),
+                     parameters={"system": "n-body", "G": 1.0})  # fmt: skip
+    write_trajectory("one.h5", one)
+    result = run("fit", "one.h5", "--epochs", "2")
+    assert_one_line_failure(result, leftover={"one.h5"})
+    assert "cannot determine masses[0]" in result.output
