@@ -66,6 +66,30 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _check_target(path: Path, overwrite: bool) -> Path:
+    """The directory that will hold ``path``, after refusing a target that cannot be written."""
+    if path.is_dir():
+        raise InvalidInputError(f"{path}: is a directory; give a file name for the output")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InvalidInputError(
+            f"{path}: the directory {directory} does not exist; create it first"
+        )
+    if path.exists() and not overwrite:
+        _refuse_existing(path)
+    return directory
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Flush the complete temporary file to disk and rename it over ``path``."""
+    if not tmp.exists():
+        raise DataError(f"{path}: nothing was written (the temporary file {tmp} vanished)")
+    _fsync_file(tmp)
+    if path.exists() and not overwrite:
+        _refuse_existing(path)  # another process created it meanwhile
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Write a file all-or-nothing.
@@ -98,25 +122,11 @@ def atomic_write(path: str | os.PathLike[str], overwrite: bool = False) -> Itera
         DataError: the block removed the temporary file instead of writing it.
     """
     path = Path(path)
-    if path.is_dir():
-        raise InvalidInputError(f"{path}: is a directory; give a file name for the output")
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise InvalidInputError(
-            f"{path}: the directory {directory} does not exist; create it first"
-        )
-    if path.exists() and not overwrite:
-        _refuse_existing(path)
-
+    directory = _check_target(path, overwrite)
     tmp = _reserve_temp(path)
     try:
         yield tmp
-        if not tmp.exists():
-            raise DataError(f"{path}: nothing was written (the temporary file {tmp} vanished)")
-        _fsync_file(tmp)
-        if path.exists() and not overwrite:
-            _refuse_existing(path)
-        os.replace(tmp, path)
+        _publish(tmp, path, overwrite)
     except BaseException:
         # Also on KeyboardInterrupt/SystemExit: never leave a partial file behind.
         with contextlib.suppress(OSError):

@@ -10,7 +10,8 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
         settings                 +model, +grad, +method, +rtol, ... (the Fitter's settings_)
         epoch (E,)  loss (E,)
         params/<name>            fitted value, float64, the parameter's shape
-        uncertainties/<name>     1-sigma, same shape (NaN where unavailable)
+        uncertainties/<name>     1-sigma, same shape (NaN where unavailable, inf where the
+                                 data cannot determine the parameter)
         history/<name> (E, *shape)
         series/<key> (E, ...)    any other per-epoch history (rare)
         network/<key>            neural-correction weights by state_dict key
@@ -35,7 +36,7 @@ import numpy as np
 from physnode._version import __version__
 from physnode.data import h5md, hdf5
 from physnode.data.atomic import atomic_write
-from physnode.data.trajectory import Trajectory
+from physnode.data.trajectory import Trajectory, as_numpy
 from physnode.errors import DataError, InvalidInputError
 
 __all__ = ["FIT_FORMAT_VERSION", "FitRecord", "is_fit_file", "read_fit", "sha256_file", "write_fit"]
@@ -48,6 +49,14 @@ FIT_GROUP = "fit"
 # How a state entry was given, so read_fit returns exactly the Python type that was written.
 _KIND = "kind"
 _KINDS = ("array", "int", "float", "bool", "str", "bytes")
+
+# /fit/observed: Trajectory field -> dataset name, in the order they are written.
+_OBSERVED_DATASETS = (
+    ("positions", "position"),
+    ("velocities", "velocity"),
+    ("masses", "mass"),
+    ("state", "state"),
+)
 
 _RESULT_ATTRS = ("train_rmse", "extrapolation_rmse", "train_until", "interrupted", "wall_time")
 
@@ -144,7 +153,7 @@ def write_fit(
     digest = sha256_file(data_path)
     path = Path(path)
     with atomic_write(path, overwrite=overwrite) as tmp:
-        with h5py.File(tmp, "w", libver=("v108", "v108")) as f:
+        with hdf5.create_file(tmp) as f:
             h5md.write_into(f, prediction, "physnode fit")
             _write_fit_group(f, fitter, settings, Path(data_path).name, digest, observed)
     return path
@@ -158,7 +167,27 @@ def _write_fit_group(
     digest: str,
     observed: Trajectory,
 ) -> None:
+    """``/fit``: results, settings, histories, fitted arrays, resumable state, observed data."""
     g = f.create_group(FIT_GROUP, track_order=True)
+    _write_results(g, fitter, data_file, digest)
+    hdf5.write_parameters(g.create_group("settings", track_order=True), settings)
+    _write_history(g, dict(fitter.history_))
+    for group_name, values, where in (
+        ("params", fitter.params_, "params_"),
+        ("uncertainties", fitter.uncertainties_, "uncertainties_"),
+        ("network", fitter.network_state_, "network_state_"),
+    ):
+        group = g.create_group(group_name, track_order=True)
+        for key, value in values.items():
+            _put_array(group, key, value, where)
+    state = g.create_group("state", track_order=True)
+    for key, value in fitter.state_.items():
+        _put_state(state, key, value)
+    _write_observed(g.create_group("observed"), observed)
+
+
+def _write_results(g: h5py.Group, fitter: Any, data_file: str, digest: str) -> None:
+    """The attributes of ``/fit``: versions, the data file and its hash, the fit's results."""
     g.attrs["fit_format_version"] = np.int32(FIT_FORMAT_VERSION)
     g.attrs["physnode_version"] = __version__
     g.attrs["data_file"] = data_file
@@ -169,9 +198,11 @@ def _write_fit_group(
     g.attrs["train_until"] = np.float64(fitter.train_until_)
     g.attrs["interrupted"] = np.bool_(bool(fitter.interrupted_))
     g.attrs["wall_time"] = np.float64(fitter.wall_time_)
-    hdf5.write_parameters(g.create_group("settings", track_order=True), settings)
 
-    history = dict(fitter.history_)
+
+def _write_history(g: h5py.Group, history: dict[str, Any]) -> None:
+    """``epoch`` and ``loss``, ``history/<name>`` for ``"param/<name>"`` entries, ``series/``
+    for any other per-epoch entry. ``history`` is a copy: the two required entries are popped."""
     for name in ("epoch", "loss"):
         if name not in history:
             raise InvalidInputError(f"fitter.history_ has no {name!r} entry")
@@ -184,21 +215,6 @@ def _write_fit_group(
             _put_array(hist, key[len("param/") :], value, "history_")
         else:
             _put_array(series, key, value, "history_")
-
-    for group_name, values, where in (
-        ("params", fitter.params_, "params_"),
-        ("uncertainties", fitter.uncertainties_, "uncertainties_"),
-        ("network", fitter.network_state_, "network_state_"),
-    ):
-        group = g.create_group(group_name, track_order=True)
-        for key, value in values.items():
-            _put_array(group, key, value, where)
-
-    state = g.create_group("state", track_order=True)
-    for key, value in fitter.state_.items():
-        _put_state(state, key, value)
-
-    _write_observed(g.create_group("observed"), observed)
 
 
 def _check_key(key: Any, where: str) -> list[str]:
@@ -229,9 +245,8 @@ def _parent(group: h5py.Group, key: str, where: str) -> tuple[h5py.Group, str]:
 
 
 def _put_array(group: h5py.Group, key: str, value: Any, where: str) -> None:
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    arr = np.asarray(value)
+    """``value`` (numeric array-like or CPU torch tensor) as dataset ``key`` under ``group``."""
+    arr = np.asarray(as_numpy(value))
     if arr.dtype.kind not in "biuf":
         raise InvalidInputError(f"{where}[{key!r}] has dtype {arr.dtype}; expected numbers")
     parent, name = _parent(group, key, where)
@@ -240,8 +255,18 @@ def _put_array(group: h5py.Group, key: str, value: Any, where: str) -> None:
 
 def _put_state(group: h5py.Group, key: str, value: Any) -> None:
     """One resumable-state entry: a dataset with attribute ``kind`` naming its Python type."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
+    value = as_numpy(value)
+    kind, data = _state_kind(key, value)
+    parent, name = _parent(group, key, "state_")
+    ds = parent.create_dataset(name, data=data)
+    ds.attrs[_KIND] = kind
+    if kind == "array" and isinstance(value, np.generic):
+        ds.attrs["numpy_scalar"] = True
+
+
+def _state_kind(key: str, value: Any) -> tuple[str, Any]:
+    """``(kind, data)`` for a state entry: its Python type's name in :data:`_KINDS` and the
+    value as HDF5 can store it."""
     if isinstance(value, (bool, np.bool_)):
         kind, data = "bool", np.bool_(value)
     elif isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_)):
@@ -249,13 +274,12 @@ def _put_state(group: h5py.Group, key: str, value: Any) -> None:
         if data.dtype.kind not in "biuf":
             raise InvalidInputError(f"state_[{key!r}] has dtype {data.dtype}; expected numbers")
     elif isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            raise InvalidInputError(f"state_[{key!r}] = {value} does not fit in int64")
+        hdf5.check_int64(value, f"state_[{key!r}]")
         kind, data = "int", np.int64(value)
     elif isinstance(value, float):
         kind, data = "float", np.float64(value)
     elif isinstance(value, str):
-        kind, data = "str", np.array(value, dtype=h5py.string_dtype())
+        kind, data = "str", hdf5.string_array(value)
     elif isinstance(value, bytes):
         kind, data = "bytes", np.frombuffer(value, dtype=np.uint8)
     elif isinstance(value, np.ndarray):
@@ -270,27 +294,20 @@ def _put_state(group: h5py.Group, key: str, value: Any) -> None:
             f"state_[{key!r}] = {value!r} ({type(value).__name__}) cannot be stored; the state "
             "holds numeric arrays, int, float, bool, str or bytes"
         )
-    parent, name = _parent(group, key, "state_")
-    ds = parent.create_dataset(name, data=data)
-    ds.attrs[_KIND] = kind
-    if kind == "array" and isinstance(value, np.generic):
-        ds.attrs["numpy_scalar"] = True
+    return kind, data
 
 
 def _write_observed(group: h5py.Group, observed: Trajectory) -> None:
+    """``/fit/observed``: the data's arrays as plain datasets (no H5MD elements)."""
     group.create_dataset("time", data=observed.times)
-    if observed.positions is not None:
-        group.create_dataset("position", data=observed.positions)
-    if observed.velocities is not None:
-        group.create_dataset("velocity", data=observed.velocities)
-    if observed.masses is not None:
-        group.create_dataset("mass", data=observed.masses)
-    if observed.state is not None:
-        ds = group.create_dataset("state", data=observed.state)
-        if observed.state_names is not None:
-            ds.attrs["names"] = np.array(observed.state_names, dtype=h5py.string_dtype())
+    for field_name, name in _OBSERVED_DATASETS:
+        value = getattr(observed, field_name)
+        if value is not None:
+            group.create_dataset(name, data=value)
+    if observed.state_names is not None:  # only ever set together with state
+        group["state"].attrs["names"] = hdf5.string_array(observed.state_names)
     if observed.body_names is not None:
-        group.attrs["body_names"] = np.array(observed.body_names, dtype=h5py.string_dtype())
+        group.attrs["body_names"] = hdf5.string_array(observed.body_names)
 
 
 # ====================================================================== reading
@@ -316,62 +333,80 @@ def read_fit(path: str | os.PathLike[str]) -> FitRecord:
     """
     path = Path(path)
     with hdf5.open_file(path) as f:
-        g = f.get(FIT_GROUP)
-        if not isinstance(g, h5py.Group):
-            raise DataError(
-                f"{path}: /{FIT_GROUP} is missing — not a fit file (write one with "
-                "`physnode fit DATA`)"
-            )
-        version = int(np.asarray(g.attrs.get("fit_format_version", 1)))
-        if version > FIT_FORMAT_VERSION:
-            raise DataError(
-                f"{path}: /fit format version {version} is newer than this physnode "
-                f"({__version__}) can read; upgrade physnode"
-            )
-        required = [f"/fit/{n}" for n in ("settings", "epoch", "loss", "params", "observed")]
-        required += [f"/fit@{a}" for a in (*_RESULT_ATTRS, "data_sha256")]
-        missing = [
-            r
-            for r in required
-            if ("@" in r and r.split("@")[1] not in g.attrs)
-            or ("@" not in r and r[len("/fit/") :] not in g)
-        ]
-        if missing:
-            raise DataError(f"{path}: not a complete fit file; missing {', '.join(missing)}")
-
-        history: dict[str, np.ndarray] = {"epoch": g["epoch"][()], "loss": g["loss"][()]}
-        history.update({f"param/{k}": v for k, v in _read_arrays(g.get("history")).items()})
-        history.update(_read_arrays(g.get("series")))
-        state_group = g.get("state")
-        state: dict[str, Any] = {}
-        if isinstance(state_group, h5py.Group):
-            state_group.visititems(lambda name, obj: _get_state(state, name, obj))
-        extrap = float(g.attrs["extrapolation_rmse"])
-        attrs = {
-            k: hdf5.python_value(g.attrs[k])
-            for k in ("data_file", "physnode_version")
-            if k in g.attrs
-        }
-        observed = _read_observed(g["observed"], path)
-        record_kwargs: dict[str, Any] = dict(
-            observed=observed,
-            settings=hdf5.read_parameters(g["settings"]),
-            params=_read_arrays(g.get("params")),
-            uncertainties=_read_arrays(g.get("uncertainties")),
-            history=history,
-            network=_read_arrays(g.get("network")),
-            state=state,
-            train_rmse=float(g.attrs["train_rmse"]),
-            extrapolation_rmse=None if math.isnan(extrap) else extrap,
-            train_until=float(g.attrs["train_until"]),
-            interrupted=bool(g.attrs["interrupted"]),
-            wall_time=float(g.attrs["wall_time"]),
-            data_file=str(attrs.get("data_file", "")),
-            data_sha256=str(hdf5.python_value(g.attrs["data_sha256"])),
-            physnode_version=str(attrs.get("physnode_version", "")),
-        )
+        g = _fit_group(f, path)
+        record_fields = _read_record_fields(g, path)
     prediction = h5md.read_trajectory(path)
-    return FitRecord(prediction=prediction, **record_kwargs)
+    return FitRecord(prediction=prediction, **record_fields)
+
+
+def _fit_group(f: h5py.File, path: Path) -> h5py.Group:
+    """``/fit``, checked: present, of a format this physnode reads, and complete."""
+    g = f.get(FIT_GROUP)
+    if not isinstance(g, h5py.Group):
+        raise DataError(
+            f"{path}: /{FIT_GROUP} is missing — not a fit file (write one with `physnode fit DATA`)"
+        )
+    version = hdf5.int_attr(g, "fit_format_version", 1)
+    if version > FIT_FORMAT_VERSION:
+        raise DataError(
+            f"{path}: /fit format version {version} is newer than this physnode "
+            f"({__version__}) can read; upgrade physnode"
+        )
+    required = [f"/fit/{n}" for n in ("settings", "epoch", "loss", "params", "observed")]
+    required += [f"/fit@{a}" for a in (*_RESULT_ATTRS, "data_sha256")]
+    missing = [
+        r
+        for r in required
+        if ("@" in r and r.split("@")[1] not in g.attrs)
+        or ("@" not in r and r[len("/fit/") :] not in g)
+    ]
+    if missing:
+        raise DataError(f"{path}: not a complete fit file; missing {', '.join(missing)}")
+    return g
+
+
+def _read_record_fields(g: h5py.Group, path: Path) -> dict[str, Any]:
+    """Every :class:`FitRecord` field but ``prediction``, from a checked ``/fit`` group."""
+    history = _read_history(g)
+    state = _read_resumable_state(g.get("state"))
+    extrap = float(g.attrs["extrapolation_rmse"])
+    attrs = {
+        k: hdf5.python_value(g.attrs[k]) for k in ("data_file", "physnode_version") if k in g.attrs
+    }
+    observed = _read_observed(g["observed"], path)
+    return dict(
+        observed=observed,
+        settings=hdf5.read_parameters(g["settings"]),
+        params=_read_arrays(g.get("params")),
+        uncertainties=_read_arrays(g.get("uncertainties")),
+        history=history,
+        network=_read_arrays(g.get("network")),
+        state=state,
+        train_rmse=float(g.attrs["train_rmse"]),
+        extrapolation_rmse=None if math.isnan(extrap) else extrap,
+        train_until=float(g.attrs["train_until"]),
+        interrupted=bool(g.attrs["interrupted"]),
+        wall_time=float(g.attrs["wall_time"]),
+        data_file=str(attrs.get("data_file", "")),
+        data_sha256=str(hdf5.python_value(g.attrs["data_sha256"])),
+        physnode_version=str(attrs.get("physnode_version", "")),
+    )
+
+
+def _read_history(g: h5py.Group) -> dict[str, np.ndarray]:
+    """``epoch``, ``loss``, ``param/<name>`` from ``history/``, then the ``series/`` entries."""
+    history: dict[str, np.ndarray] = {"epoch": g["epoch"][()], "loss": g["loss"][()]}
+    history.update({f"param/{k}": v for k, v in _read_arrays(g.get("history")).items()})
+    history.update(_read_arrays(g.get("series")))
+    return history
+
+
+def _read_resumable_state(group: Any) -> dict[str, Any]:
+    """The resumable state, flat keys, each entry of the Python type it was written as."""
+    state: dict[str, Any] = {}
+    if isinstance(group, h5py.Group):
+        group.visititems(lambda name, obj: _get_state(state, name, obj))
+    return state
 
 
 def _read_arrays(group: Any) -> dict[str, np.ndarray]:
@@ -408,15 +443,11 @@ def _get_state(out: dict[str, Any], name: str, obj: Any) -> None:
 
 
 def _read_observed(group: Any, path: Path) -> Trajectory:
+    """``/fit/observed`` as a Trajectory; DataError when incomplete or invalid."""
     if not isinstance(group, h5py.Group) or "time" not in group:
         raise DataError(f"{path}: /fit/observed/time is missing — not a complete fit file")
     kwargs: dict[str, Any] = {}
-    for key, name in (
-        ("positions", "position"),
-        ("velocities", "velocity"),
-        ("masses", "mass"),
-        ("state", "state"),
-    ):
+    for key, name in _OBSERVED_DATASETS:
         if name in group:
             kwargs[key] = group[name][()]
     if "state" in group and "names" in group["state"].attrs:

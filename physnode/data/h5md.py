@@ -40,6 +40,7 @@ __all__ = [
     "PARTICLE_GROUP",
     "describe",
     "read_trajectory",
+    "write_into",
     "write_trajectory",
 ]
 
@@ -89,76 +90,102 @@ def write_trajectory(
     hdf5.check_parameters(traj.parameters, "parameters")  # fail before anything touches the disk
     path = Path(path)
     with atomic_write(path, overwrite=overwrite) as tmp:
-        # libver v108 = HDF5 file format version 2, the version H5MD recommends.
-        with h5py.File(tmp, "w", libver=("v108", "v108")) as f:
+        with hdf5.create_file(tmp) as f:
             write_into(f, traj, author if author is not None else "unknown")
     return path
 
 
 def write_into(f: h5py.File, traj: Trajectory, author: str) -> None:
-    h5md = f.create_group("h5md")
-    h5md.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
-    h5md.create_group("author").attrs["name"] = str(author)
-    creator = h5md.create_group("creator")
+    """Write ``traj`` into the empty, open file ``f`` in the layout of ``docs/FORMAT.md``.
+
+    The building block of :func:`write_trajectory` and of fit files (which add a ``/fit``
+    group). ``author`` is stored as ``/h5md/author`` attribute ``name``. Check the parameters
+    with :func:`~physnode.data.hdf5.check_parameters` first: a value that cannot be stored
+    raises :class:`~physnode.errors.InvalidInputError` half-way through.
+    """
+    _write_h5md_group(f, author)
+    elements = _ElementWriter(traj.times)
+    if traj.positions is not None:
+        _write_bodies(f.create_group(f"particles/{PARTICLE_GROUP}"), traj, elements)
+    _write_observables(f.create_group("observables"), traj, elements)
+    hdf5.write_parameters(f.create_group("parameters", track_order=True), traj.parameters)
+
+
+def _write_h5md_group(f: h5py.File, author: str) -> None:
+    """``/h5md``: the H5MD version, the author and the creator (with physnode's format version)."""
+    meta = f.create_group("h5md")
+    meta.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
+    meta.create_group("author").attrs["name"] = str(author)
+    creator = meta.create_group("creator")
     creator.attrs["name"] = "physnode"
     creator.attrs["version"] = __version__
     creator.attrs["physnode_format_version"] = np.int32(FORMAT_VERSION)
 
-    n_times = traj.n_times
-    clock: list[h5py.Dataset] = []  # the one (time, step) pair every element links to
 
-    def element(parent: h5py.Group, name: str, value: np.ndarray) -> h5py.Group:
+class _ElementWriter:
+    """Writes H5MD time-dependent elements that share one (time, step) pair of datasets: the
+    first element stores them, every later one hard-links to them."""
+
+    def __init__(self, times: np.ndarray) -> None:
+        self.times = times
+        self.clock: tuple[h5py.Dataset, h5py.Dataset] | None = None
+
+    def write(self, parent: h5py.Group, name: str, value: np.ndarray) -> h5py.Group:
+        """Group ``parent/name`` holding ``value`` (time first, resizable along time)."""
         group = parent.create_group(name)
         group.create_dataset("value", data=value, maxshape=(None, *value.shape[1:]), chunks=True)
-        if not clock:
-            clock.append(
-                group.create_dataset("time", data=traj.times, maxshape=(None,), chunks=True)
-            )
-            clock.append(
-                group.create_dataset(
-                    "step", data=np.arange(n_times, dtype=np.int64), maxshape=(None,), chunks=True
-                )
-            )
+        if self.clock is None:
+            time = group.create_dataset("time", data=self.times, maxshape=(None,), chunks=True)
+            steps = np.arange(self.times.shape[0], dtype=np.int64)
+            step = group.create_dataset("step", data=steps, maxshape=(None,), chunks=True)
+            self.clock = (time, step)
         else:  # hard links: one time grid, stored once
-            group["time"] = clock[0]
-            group["step"] = clock[1]
+            group["time"] = self.clock[0]
+            group["step"] = self.clock[1]
         return group
 
+
+def _write_bodies(bodies: h5py.Group, traj: Trajectory, elements: _ElementWriter) -> None:
+    """The particle group: ensemble size, body names, box, position, velocity and mass."""
+    positions = np.asarray(traj.positions)
     n_members = traj.n_members
-    if traj.positions is not None:
-        n_bodies, dim = traj.positions.shape[-2:]
-        flat = (n_times, (n_members or 1) * n_bodies, dim)  # ensemble: member-major particles
-        bodies = f.create_group(f"particles/{PARTICLE_GROUP}")
-        if n_members is not None:
-            bodies.attrs["ensemble_size"] = np.int64(n_members)
-        if traj.body_names is not None:
-            bodies.attrs["body_names"] = np.array(traj.body_names, dtype=h5py.string_dtype())
-        box = bodies.create_group("box")
-        box.attrs["dimension"] = np.int32(dim)
-        box.attrs["boundary"] = np.array([b"none"] * dim, dtype="S4")
-        element(bodies, "position", traj.positions.reshape(flat))
-        if traj.velocities is not None:
-            element(bodies, "velocity", traj.velocities.reshape(flat))
-        if traj.masses is not None:
-            if n_members is None:
-                mass = bodies.create_dataset("mass", data=traj.masses)
-            elif traj.masses.ndim == 1:
-                mass = bodies.create_dataset("mass", data=np.tile(traj.masses, n_members))
-            else:
-                mass = bodies.create_dataset("mass", data=traj.masses.reshape(-1))
-                mass.attrs["per_member"] = True
+    n_bodies, dim = positions.shape[-2:]
+    flat = (traj.n_times, (n_members or 1) * n_bodies, dim)  # ensemble: member-major particles
+    if n_members is not None:
+        bodies.attrs["ensemble_size"] = np.int64(n_members)
+    if traj.body_names is not None:
+        bodies.attrs["body_names"] = hdf5.string_array(traj.body_names)
+    box = bodies.create_group("box")
+    box.attrs["dimension"] = np.int32(dim)
+    box.attrs["boundary"] = np.array([b"none"] * dim, dtype="S4")
+    elements.write(bodies, "position", positions.reshape(flat))
+    if traj.velocities is not None:
+        elements.write(bodies, "velocity", traj.velocities.reshape(flat))
+    if traj.masses is not None:
+        _write_masses(bodies, traj.masses, n_members)
 
-    observables = f.create_group("observables")
+
+def _write_masses(bodies: h5py.Group, masses: np.ndarray, n_members: int | None) -> None:
+    """``mass`` (one per particle): shared ensemble masses tiled, per-member ones flagged."""
+    if n_members is None:
+        bodies.create_dataset("mass", data=masses)
+    elif masses.ndim == 1:
+        bodies.create_dataset("mass", data=np.tile(masses, n_members))
+    else:
+        mass = bodies.create_dataset("mass", data=masses.reshape(-1))
+        mass.attrs["per_member"] = True
+
+
+def _write_observables(observables: h5py.Group, traj: Trajectory, elements: _ElementWriter) -> None:
+    """``/observables``: the state of a non-particle system (with names) and the energy."""
     if traj.state is not None:
-        state = element(observables, "state", traj.state)
+        state = elements.write(observables, "state", traj.state)
         if traj.state_names is not None:
-            state.attrs["names"] = np.array(traj.state_names, dtype=h5py.string_dtype())
-        if n_members is not None:
-            state.attrs["ensemble_size"] = np.int64(n_members)
+            state.attrs["names"] = hdf5.string_array(traj.state_names)
+        if traj.n_members is not None:
+            state.attrs["ensemble_size"] = np.int64(traj.n_members)
     if traj.energy is not None:
-        element(observables, "energy", traj.energy)
-
-    hdf5.write_parameters(f.create_group("parameters", track_order=True), traj.parameters)
+        elements.write(observables, "energy", traj.energy)
 
 
 # ====================================================================== reading
@@ -188,24 +215,31 @@ def read_trajectory(path: str | os.PathLike[str]) -> Trajectory:
 
 
 def _check_versions(f: h5py.File, path: Path) -> None:
-    h5md = f.get("h5md")
-    if not isinstance(h5md, h5py.Group):
+    meta = f.get("h5md")
+    if not isinstance(meta, h5py.Group):
         return  # tolerated on read: some writers omit /h5md
-    version = h5md.attrs.get("version")
+    version = meta.attrs.get("version")
     if version is not None:
         v = np.atleast_1d(np.asarray(version))
         if v.size < 1 or int(v[0]) != H5MD_VERSION[0]:
             raise DataError(
                 f"{path}: /h5md version {v.tolist()} is not supported; physnode reads H5MD 1.x"
             )
-    creator = h5md.get("creator")
-    if isinstance(creator, h5py.Group) and "physnode_format_version" in creator.attrs:
-        fmt = int(np.asarray(creator.attrs["physnode_format_version"]))
-        if fmt > FORMAT_VERSION:
-            raise DataError(
-                f"{path}: written with physnode format version {fmt}, newer than this physnode "
-                f"({__version__}, format {FORMAT_VERSION}) can read; upgrade physnode"
-            )
+    fmt = _format_version(meta.get("creator"))
+    if fmt is not None and fmt > FORMAT_VERSION:
+        raise DataError(
+            f"{path}: written with physnode format version {fmt}, newer than this physnode "
+            f"({__version__}, format {FORMAT_VERSION}) can read; upgrade physnode"
+        )
+
+
+def _format_version(creator: Any) -> int | None:
+    """``physnode_format_version`` of a ``/h5md/creator`` group; None when absent."""
+    return (
+        hdf5.int_attr(creator, "physnode_format_version")
+        if isinstance(creator, h5py.Group)
+        else None
+    )
 
 
 def _particle_group(f: h5py.File, path: Path) -> h5py.Group | None:
@@ -352,7 +386,7 @@ def _read_element(group: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
         )
     if "value" not in group:
         raise DataError(f"{path}: {name}/value is missing — {_NOT_A_TRAJECTORY}")
-    value = _numeric(group["value"], f"{name}/value", path)
+    value = hdf5.read_numeric(group["value"], f"{name}/value", path)
     if value.ndim == 0 or value.shape[0] == 0:
         raise DataError(f"{path}: {name}/value has shape {value.shape}; it holds no samples")
     n = value.shape[0]
@@ -392,7 +426,7 @@ def _read_times(group: h5py.Group, n: int, path: Path) -> np.ndarray:
 
 def _fixed_or_series(ds: Any, n: int, name: str, path: Path) -> np.ndarray:
     """An H5MD ``time``/``step``: a (T,) series, or a scalar interval with optional ``offset``."""
-    data = _numeric(ds, name, path)
+    data = hdf5.read_numeric(ds, name, path)
     if data.ndim == 0:  # H5MD 1.1 fixed interval: x[i] = offset + i * interval
         offset = float(np.asarray(ds.attrs.get("offset", 0)))
         return offset + np.arange(n, dtype=np.float64) * float(data)
@@ -404,19 +438,11 @@ def _fixed_or_series(ds: Any, n: int, name: str, path: Path) -> np.ndarray:
     return data
 
 
-def _numeric(ds: Any, name: str, path: Path) -> np.ndarray:
-    if not isinstance(ds, h5py.Dataset):
-        raise DataError(f"{path}: {name} is not a dataset")
-    if ds.dtype.kind not in "fiu":
-        raise DataError(f"{path}: {name} has dtype {ds.dtype}; expected numbers")
-    return np.asarray(ds[()], dtype=np.float64)
-
-
 def _check_box(bodies: h5py.Group, dim: int, path: Path) -> None:
     box = bodies.get("box")
-    if box is None or "dimension" not in box.attrs:
+    box_dim = None if box is None else hdf5.int_attr(box, "dimension")
+    if box_dim is None:
         return  # tolerated on read
-    box_dim = int(np.asarray(box.attrs["dimension"]))
     if box_dim != dim:
         raise DataError(
             f"{path}: shape mismatch: {bodies.name}/box has dimension {box_dim} but positions "
@@ -437,7 +463,7 @@ def _read_masses(ds: Any, n_particles: int, n_members: int | None, path: Path) -
     name = ds.name
     if isinstance(ds, h5py.Group):
         raise DataError(f"{path}: {name} is time-dependent; physnode needs constant masses")
-    masses = _numeric(ds, name, path)
+    masses = hdf5.read_numeric(ds, name, path)
     if masses.ndim == 0:
         masses = np.full(n_particles, float(masses))
     if masses.shape != (n_particles,):
@@ -470,28 +496,9 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     traj = read_trajectory(path)
-    with h5py.File(path, "r") as f:
-        creator = f.get("h5md/creator")
-        author = f.get("h5md/author")
-        creator_text = None
-        fmt = None
-        if isinstance(creator, h5py.Group):
-            parts = [hdf5.python_value(creator.attrs.get(k)) for k in ("name", "version")]
-            creator_text = " ".join(str(p) for p in parts if p is not None) or None
-            if "physnode_format_version" in creator.attrs:
-                fmt = int(np.asarray(creator.attrs["physnode_format_version"]))
-        author_text = (
-            hdf5.python_value(author.attrs.get("name")) if isinstance(author, h5py.Group) else None
-        )
-
+    with hdf5.open_file(path) as f:
+        creator, author, fmt = _provenance(f)
     params = traj.parameters
-    noise = None
-    if params.get("noise_std"):
-        noise = {
-            "std": params["noise_std"],
-            "seed": params.get("noise_seed", params.get("seed")),
-            "relative": params.get("noise_relative"),
-        }
     return {
         "path": str(path),
         "system": params.get("system"),
@@ -507,11 +514,37 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "body_names": None if traj.body_names is None else list(traj.body_names),
         "state_names": None if traj.state_names is None else list(traj.state_names),
         "parameters": _plain(params),
-        "noise": noise,
+        "noise": _noise_summary(params),
         "energy_drift": traj.energy_drift(),
-        "creator": creator_text,
-        "author": author_text,
+        "creator": creator,
+        "author": author,
         "format_version": fmt,
+    }
+
+
+def _provenance(f: h5py.File) -> tuple[str | None, Any, int | None]:
+    """``(creator, author, format_version)`` from ``/h5md``: creator as "name version", each
+    None when absent."""
+    creator = f.get("h5md/creator")
+    author = f.get("h5md/author")
+    creator_text = None
+    if isinstance(creator, h5py.Group):
+        parts = [hdf5.python_value(creator.attrs.get(k)) for k in ("name", "version")]
+        creator_text = " ".join(str(p) for p in parts if p is not None) or None
+    author_text = (
+        hdf5.python_value(author.attrs.get("name")) if isinstance(author, h5py.Group) else None
+    )
+    return creator_text, author_text, _format_version(creator)
+
+
+def _noise_summary(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{"std", "seed", "relative"}`` of the observation noise; None for a clean trajectory."""
+    if not params.get("noise_std"):
+        return None
+    return {
+        "std": params["noise_std"],
+        "seed": params.get("noise_seed", params.get("seed")),
+        "relative": params.get("noise_relative"),
     }
 
 

@@ -30,6 +30,23 @@ def _noisy(x: np.ndarray | None, std: float, relative: bool, rng: np.random.Gene
     return x + scale * rng.standard_normal(x.shape)
 
 
+def _check_noise_args(traj: Any, std: Any, seed: Any) -> None:
+    """InvalidInputError for anything :func:`add_noise` refuses (see its Raises)."""
+    if not isinstance(traj, Trajectory):
+        raise InvalidInputError(f"traj must be a Trajectory; got {type(traj).__name__}")
+    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not math.isfinite(std):
+        raise InvalidInputError(f"std must be a finite number; got {std!r}")
+    if std < 0:
+        raise InvalidInputError(f"std must be >= 0; got {std}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InvalidInputError(f"seed must be an int >= 0; got {seed!r}")
+    if traj.parameters.get("noise_std"):
+        raise InvalidInputError(
+            f"this trajectory already has noise (noise_std = {traj.parameters['noise_std']}); "
+            "add noise to the clean trajectory once, at the total level wanted"
+        )
+
+
 def add_noise(traj: Trajectory, std: float, seed: int, *, relative: bool = True) -> Trajectory:
     """A copy of ``traj`` with independent Gaussian noise on positions, velocities and state.
 
@@ -54,19 +71,7 @@ def add_noise(traj: Trajectory, std: float, seed: int, *, relative: bool = True)
             ``traj`` already carries noise (``parameters["noise_std"]`` non-zero): add the noise
             to the clean trajectory once, at the total level wanted.
     """
-    if not isinstance(traj, Trajectory):
-        raise InvalidInputError(f"traj must be a Trajectory; got {type(traj).__name__}")
-    if isinstance(std, bool) or not isinstance(std, numbers.Real) or not math.isfinite(std):
-        raise InvalidInputError(f"std must be a finite number; got {std!r}")
-    if std < 0:
-        raise InvalidInputError(f"std must be >= 0; got {std}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise InvalidInputError(f"seed must be an int >= 0; got {seed!r}")
-    if traj.parameters.get("noise_std"):
-        raise InvalidInputError(
-            f"this trajectory already has noise (noise_std = {traj.parameters['noise_std']}); "
-            "add noise to the clean trajectory once, at the total level wanted"
-        )
+    _check_noise_args(traj, std, seed)
     std = float(std)
     rng = np.random.default_rng(int(seed))
     positions = _noisy(traj.positions, std, relative, rng)

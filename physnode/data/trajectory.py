@@ -13,7 +13,7 @@ energy ``(T, B)``, state ``(T, B, S)``. Masses are ``(N,)`` when shared, ``(B, N
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -24,11 +24,17 @@ from physnode.errors import InvalidInputError, InvalidTimeGridError
 __all__ = ["Trajectory"]
 
 
+def as_numpy(x: Any) -> Any:
+    """``x.detach().cpu().numpy()`` for a torch tensor (recognised without importing torch);
+    anything else is returned unchanged."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        return x.detach().cpu().numpy()
+    return x
+
+
 def _as_float64(x: Any, name: str) -> np.ndarray:
     """Convert an array-like (NumPy, list, CPU torch tensor) to a float64 ndarray."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
+    arr = np.asarray(as_numpy(x))
     if arr.dtype.kind not in "fiu":
         raise InvalidInputError(f"{name} must hold real numbers; got dtype {arr.dtype}")
     return np.asarray(arr, dtype=np.float64)
@@ -56,6 +62,17 @@ def _names(names: Sequence[str], expected: int, name: str, what: str) -> tuple[s
     if len(out) != expected:
         raise InvalidInputError(f"{name} has {len(out)} entries but there are {expected} {what}")
     return out
+
+
+def _one_ensemble_size(members: dict[str, int | None]) -> int | None:
+    """The ensemble size all fields agree on (None: a single trajectory)."""
+    sizes = set(members.values())
+    if len(sizes) > 1:
+        raise InvalidInputError(
+            f"positions and state disagree on the ensemble axis: {members} "
+            "(None means a single trajectory)"
+        )
+    return next(iter(sizes))
 
 
 @dataclass(eq=False, repr=False)
@@ -104,59 +121,24 @@ class Trajectory:
             )
         members: dict[str, int | None] = {}  # field -> ensemble size (None: single trajectory)
         if self.positions is not None:
-            self.positions = self._check_series(self.positions, "positions", (3, 4), "(T, N, D)")
-            members["positions"] = self.positions.shape[1] if self.positions.ndim == 4 else None
-            if self.positions.shape[-1] < 1 or self.positions.shape[-2] < 1:
-                raise InvalidInputError(
-                    f"positions has shape {self.positions.shape}: need at least one body and one "
-                    "spatial dimension"
-                )
+            members["positions"] = self._check_positions()
         for name in ("velocities", "masses", "body_names"):
             if getattr(self, name) is not None and self.positions is None:
                 raise InvalidInputError(f"{name} given without positions")
         if self.velocities is not None:
-            self.velocities = self._check_series(self.velocities, "velocities", (3, 4), "")
-            pos_shape = None if self.positions is None else self.positions.shape
-            if self.velocities.shape != pos_shape:
-                raise InvalidInputError(
-                    f"velocities has shape {self.velocities.shape} but positions has shape "
-                    f"{pos_shape}; they must match"
-                )
+            self._check_velocities()
         if self.state is not None:
-            self.state = self._check_series(self.state, "state", (2, 3), "(T, S)")
-            members["state"] = self.state.shape[1] if self.state.ndim == 3 else None
-            if self.state_names is not None:
-                self.state_names = _names(
-                    self.state_names, self.state.shape[-1], "state_names", "state components"
-                )
+            members["state"] = self._check_state()
         elif self.state_names is not None:
             raise InvalidInputError("state_names given without state")
-        sizes = set(members.values())
-        if len(sizes) > 1:
-            raise InvalidInputError(
-                f"positions and state disagree on the ensemble axis: {members} "
-                "(None means a single trajectory)"
-            )
-        n_members = next(iter(sizes))
+        n_members = _one_ensemble_size(members)
         if self.energy is not None:
-            self.energy = self._check_series(self.energy, "energy", (1, 2), "(T,)")
-            expected = (self.n_times,) if n_members is None else (self.n_times, n_members)
-            if self.energy.shape != expected:
-                raise InvalidInputError(
-                    f"energy has shape {self.energy.shape}; expected {expected}"
-                )
+            self._check_energy(n_members)
         if self.masses is not None:
             self._check_masses(n_members)
         if self.body_names is not None:
             self.body_names = _names(self.body_names, self.n_bodies or 0, "body_names", "bodies")
-        if not isinstance(self.parameters, Mapping):
-            raise InvalidInputError(
-                f"parameters must be a dict; got {type(self.parameters).__name__}"
-            )
-        self.parameters = dict(self.parameters)
-        for key in self.parameters:
-            if not isinstance(key, str):
-                raise InvalidInputError(f"parameter names must be strings; got {key!r}")
+        self._check_parameters_dict()
 
     def __repr__(self) -> str:
         parts = [f"T={self.n_times}", f"t=[{self.times[0]:g}, {self.times[-1]:g}]"]
@@ -193,6 +175,51 @@ class Trajectory:
                 "(times[::-1], y[::-1])"
             )
         self.times = times
+
+    def _check_positions(self) -> int | None:
+        """Convert and check ``positions``; returns their ensemble size (None: single)."""
+        self.positions = self._check_series(self.positions, "positions", (3, 4), "(T, N, D)")
+        if self.positions.shape[-1] < 1 or self.positions.shape[-2] < 1:
+            raise InvalidInputError(
+                f"positions has shape {self.positions.shape}: need at least one body and one "
+                "spatial dimension"
+            )
+        return self.positions.shape[1] if self.positions.ndim == 4 else None
+
+    def _check_velocities(self) -> None:
+        self.velocities = self._check_series(self.velocities, "velocities", (3, 4), "")
+        pos_shape = None if self.positions is None else self.positions.shape
+        if self.velocities.shape != pos_shape:
+            raise InvalidInputError(
+                f"velocities has shape {self.velocities.shape} but positions has shape "
+                f"{pos_shape}; they must match"
+            )
+
+    def _check_state(self) -> int | None:
+        """Convert and check ``state`` and ``state_names``; returns the state's ensemble size."""
+        self.state = self._check_series(self.state, "state", (2, 3), "(T, S)")
+        if self.state_names is not None:
+            self.state_names = _names(
+                self.state_names, self.state.shape[-1], "state_names", "state components"
+            )
+        return self.state.shape[1] if self.state.ndim == 3 else None
+
+    def _check_energy(self, n_members: int | None) -> None:
+        self.energy = self._check_series(self.energy, "energy", (1, 2), "(T,)")
+        expected = (self.n_times,) if n_members is None else (self.n_times, n_members)
+        if self.energy.shape != expected:
+            raise InvalidInputError(f"energy has shape {self.energy.shape}; expected {expected}")
+
+    def _check_parameters_dict(self) -> None:
+        """``parameters``: a mapping with string keys, stored as a (shallow) copy."""
+        if not isinstance(self.parameters, Mapping):
+            raise InvalidInputError(
+                f"parameters must be a dict; got {type(self.parameters).__name__}"
+            )
+        self.parameters = dict(self.parameters)
+        for key in self.parameters:
+            if not isinstance(key, str):
+                raise InvalidInputError(f"parameter names must be strings; got {key!r}")
 
     def _check_series(
         self, value: Any, name: str, ndims: tuple[int, int], layout: str
@@ -333,21 +360,7 @@ class Trajectory:
         times = np.asarray(self.times[index])
         if times.ndim != 1:
             raise InvalidInputError("select() needs a slice, a boolean mask or an index array")
-
-        def take(arr: np.ndarray | None) -> np.ndarray | None:
-            return None if arr is None else arr[index]
-
-        return Trajectory(
-            times,
-            positions=take(self.positions),
-            velocities=take(self.velocities),
-            masses=self.masses,
-            energy=take(self.energy),
-            state=take(self.state),
-            state_names=self.state_names,
-            body_names=self.body_names,
-            parameters=dict(self.parameters),
-        )
+        return self._rebuilt(times, lambda arr: arr[index], self.masses)
 
     def member(self, b: int) -> Trajectory:
         """Ensemble member ``b`` as a single trajectory (no ensemble axis)."""
@@ -356,20 +369,28 @@ class Trajectory:
             raise InvalidInputError("member() needs an ensemble; this is a single trajectory")
         if not -n <= b < n:
             raise InvalidInputError(f"member index {b} out of range for an ensemble of {n}")
-
-        def take(arr: np.ndarray | None) -> np.ndarray | None:
-            return None if arr is None else arr[:, b]
-
         masses = self.masses
         if masses is not None and masses.ndim == 2:
             masses = masses[b]
+        return self._rebuilt(self.times, lambda arr: arr[:, b], masses)
+
+    def _rebuilt(
+        self, times: np.ndarray, take: Callable[[np.ndarray], np.ndarray], masses: Any
+    ) -> Trajectory:
+        """A new Trajectory on ``times`` with ``take`` applied to each time series (positions,
+        velocities, energy, state), the given ``masses``, the names and a copy of the
+        parameters."""
+
+        def series(arr: np.ndarray | None) -> np.ndarray | None:
+            return None if arr is None else take(arr)
+
         return Trajectory(
-            self.times,
-            positions=take(self.positions),
-            velocities=take(self.velocities),
+            times,
+            positions=series(self.positions),
+            velocities=series(self.velocities),
             masses=masses,
-            energy=take(self.energy),
-            state=take(self.state),
+            energy=series(self.energy),
+            state=series(self.state),
             state_names=self.state_names,
             body_names=self.body_names,
             parameters=dict(self.parameters),
