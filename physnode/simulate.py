@@ -13,7 +13,7 @@ import inspect
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,7 @@ def simulate(
     batch: int | None = None,
     step_size: float | None = None,
     progress: Callable[[float], None] | None = None,
+    masses: Sequence[float] | None = None,
 ) -> tuple[Trajectory, SimulationSummary]:
     """Integrate ``system`` in float64 and sample it at ``points`` equally spaced times.
 
@@ -103,6 +104,9 @@ def simulate(
         step_size: step of fixed-step and symplectic methods; default ``period / 2000`` or
             ``t_end / 20000``.
         progress: called with the completed fraction (0..1) after each chunk of output points.
+        masses: particle systems: one positive mass per body, in place of the preset's or the
+            random start's (the start's positions and velocities are kept, so a periodic
+            preset is no longer periodic; ``periods`` still counts the preset's period).
 
     Returns:
         ``(trajectory, summary)``.
@@ -113,8 +117,13 @@ def simulate(
     """
     _check_settings(method, points, noise, periods, t_end)
     info = system_info(system)
-    _refuse_inapplicable(info, method, step_size, preset=preset, dim=dim, bodies=bodies)
-    options = RunOptions(preset=preset, dim=dim, seed=seed, bodies=bodies, batch=batch)
+    _refuse_inapplicable(
+        info, method, step_size, preset=preset, dim=dim, bodies=bodies, masses=masses
+    )
+    options = RunOptions(
+        preset=preset, dim=dim, seed=seed, bodies=bodies, batch=batch,
+        masses=None if masses is None else tuple(float(m) for m in masses),
+    )  # fmt: skip
     setup = info.setup(options, params)
     span, run_info = _run_length(system, setup, periods, t_end)
     step_size = _step_size(step_size, setup.period, span)
@@ -164,7 +173,9 @@ def _refuse_inapplicable(
     ``step_size`` for an adaptive method."""
     defaults = inspect.signature(simulate).parameters
     for name, value in given.items():
-        if name not in info.options and value != defaults[name].default:
+        default = defaults[name].default
+        changed = value is not None if default is None else value != default
+        if name not in info.options and changed:
             applies = [n for n, i in SYSTEMS.items() if name in i.options]
             raise InvalidInputError(
                 f"{name} applies to the {', '.join(applies)} system(s), not {info.name!r}."

@@ -44,6 +44,10 @@ Noise = Annotated[
 Method = Annotated[IntegrationMethod, typer.Option(help="Integration method.")]
 Dim = Annotated[int, typer.Option(help="Spatial dimension of particle systems: 2 or 3.")]
 Bodies = Annotated[int, typer.Option(help="Number of bodies (n-body).")]
+Masses = Annotated[
+    str | None,
+    typer.Option(help="One mass per body, comma-separated (three-body, n-body), e.g. 0.8,1.3,1."),
+]
 Param = Annotated[
     list[str] | None,
     typer.Option("--param", "-p", help="Physical parameter NAME=VALUE; repeatable."),
@@ -70,6 +74,7 @@ def simulate_command(
     dim: Dim = DEFAULT["dim"],
     device: Device = DEFAULT["device"],
     bodies: Bodies = DEFAULT["bodies"],
+    masses: Masses = None,
     param: Param = None,
     batch: Batch = DEFAULT["batch"],
     step_size: StepSize = DEFAULT["step_size"],
@@ -100,10 +105,25 @@ def simulate_command(
             batch=batch,
             step_size=step_size,
             progress=progress,
+            masses=parse_masses(masses),
         )
     path = write_trajectory(out, traj, overwrite=overwrite)
     settings = {"rtol": rtol, "atol": atol, "noise": noise, "seed": seed}
     console.print(_summary_table(name, traj, summary, path, **settings))
+
+
+def parse_masses(text: str | None) -> tuple[float, ...] | None:
+    """``"0.8,1.3,1"`` -> ``(0.8, 1.3, 1.0)``; raises typer.Exit on junk (the library checks
+    the count and the signs)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise fail(f"--masses {text!r} is not a comma-separated list of numbers (e.g. 0.8,1.3,1)")
+    return values
 
 
 def parse_params(items: list[str] | None) -> dict[str, float]:

@@ -45,7 +45,7 @@ def _nbody_setup(info: SystemInfo, options: RunOptions, params: dict[str, float]
     description="Newtonian gravity between N point masses (2-D or 3-D, optional softening).",
     hidden=("default_state",),
     settable=("G", "softening"),
-    options=("bodies", "dim", "seed"),
+    options=("bodies", "dim", "seed", "masses"),
     setup=_nbody_setup,
 )
 class NBody(System):
@@ -277,6 +277,20 @@ class NBody(System):
         )
 
 
+def _run_masses(start: np.ndarray, given: tuple[float, ...] | None) -> np.ndarray:
+    """The start's masses, or ``given`` (one positive mass per body) in their place."""
+    if given is None:
+        return start
+    masses = np.asarray(given, dtype=np.float64)
+    if masses.shape != start.shape:
+        raise InvalidInputError(
+            f"masses: got {masses.size} value(s) for {start.size} bodies; give one per body"
+        )
+    if not (np.isfinite(masses).all() and (masses > 0).all()):
+        raise InvalidInputError(f"masses must be finite and positive; got {list(given)}")
+    return masses
+
+
 def nbody_run_setup(
     info: SystemInfo,
     options: RunOptions,
@@ -296,7 +310,7 @@ def nbody_run_setup(
     ``system``, ``G``, ``softening``, ``dim``, then ``preset``, ``n_bodies`` and ``batch`` when
     given.
     """
-    masses = base.masses.detach().cpu().numpy()
+    masses = _run_masses(base.masses.detach().cpu().numpy(), options.masses)
     system = make_system(
         "n-body", masses=tuple(masses.tolist()), dim=options.dim, names=base.body_names, **params
     )

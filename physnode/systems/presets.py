@@ -308,7 +308,7 @@ def _three_body_setup(info: SystemInfo, options: RunOptions, params: dict[str, f
     "three-body",
     description="Three bodies from a named preset (figure-eight, pythagorean, lagrange, ...).",
     settable=("G", "softening"),
-    options=("preset", "dim", "seed", "batch"),
+    options=("preset", "dim", "seed", "batch", "masses"),
     particles=True,
     setup=_three_body_setup,
 )

@@ -46,8 +46,9 @@ F = TypeVar("F", bound=Callable[..., System])
 class RunOptions:
     """The run options of :func:`physnode.simulate.simulate` that a system's setup may read.
 
-    ``preset`` and ``batch``: three-body; ``bodies``: n-body; ``dim``: particle systems;
-    ``seed``: random starts. Systems ignore the options they do not use.
+    ``preset`` and ``batch``: three-body; ``bodies``: n-body; ``dim`` and ``masses`` (one per
+    body, replacing the start's): particle systems; ``seed``: random starts. ``simulate``
+    refuses an option changed for a system whose ``options`` do not list it.
     """
 
     preset: str = "figure-eight"
@@ -55,6 +56,7 @@ class RunOptions:
     seed: int = 0
     bodies: int = 5
     batch: int | None = None
+    masses: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
