@@ -190,3 +190,16 @@ def test_fit_refuses_when_the_data_determine_nothing(fast: None) -> None:
     result = run("fit", "one.h5", "--epochs", "2")
     assert_one_line_failure(result, leftover={"one.h5"})
     assert "cannot determine masses[0]" in result.output
+
+
+@pytest.mark.slow  # the README's main job, ~25 s
+def test_readme_main_job_recovers_masses_from_a_wrong_guess() -> None:
+    """Masses 0.8, 1.3, 1.0 simulated; the fit starts from ones. Clean data over 2 periods:
+    1e-6 relative is a loose bound on what the tight-tolerance finish reaches (~1e-10)."""
+    result = run("simulate", "three-body", "--masses", "0.8,1.3,1.0", "--periods", "2")
+    assert result.exit_code == 0, result.output
+    result = run("fit", "data.h5")
+    assert result.exit_code == 0, result.output
+    masses = read_fit("fit.h5").params["masses"]
+    np.testing.assert_allclose(masses, [0.8, 1.3, 1.0], rtol=1e-6)
+    assert read_fit("fit.h5").history["loss"][0] > 1e-3  # it did start away from the answer
