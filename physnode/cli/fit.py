@@ -39,6 +39,7 @@ from physnode.cli.options import (
 from physnode.data import Trajectory, read_trajectory
 from physnode.data.fitfile import FitRecord, read_fit, sha256_file, write_fit
 from physnode.fit import Fitter
+from physnode.fit.fitter import element_labels
 
 console = Console(highlight=False)
 
@@ -205,9 +206,9 @@ def _result_table(fitter: Any, data: Trajectory, out: Path, title: str) -> Table
             true = np.atleast_1d(true)
             if true.shape != fitted.shape:
                 true = None
-        scalar = np.ndim(value) == 0
-        for i, x in enumerate(fitted.ravel()):
-            label = name if scalar else f"{name}[{i}]"
+        for i, (label, x) in enumerate(
+            zip(element_labels(name, value), fitted.ravel(), strict=True)
+        ):
             s = math.nan if sigma is None else float(sigma.ravel()[i])
             cell = f"{x:.8g}" + ("" if math.isnan(s) else f" ± {s:.2g}")
             if math.isinf(s):  # the data do not see it: the value is the starting guess

@@ -335,11 +335,18 @@ class Fitter:
         return Trajectory(prob.times, state=pred, state_names=prob.state_names, parameters=params)
 
 
+def element_labels(name: str, value: np.ndarray | float) -> list[str]:
+    """One label per element of a parameter: ``name`` for a scalar, else ``name[i]`` over the
+    flattened array (the names ``undetermined_`` and the CLI's result table use)."""
+    if np.ndim(value) == 0:
+        return [name]
+    return [f"{name}[{i}]" for i in range(np.size(value))]
+
+
 def _undetermined(sigma: dict[str, np.ndarray]) -> list[str]:
     """The parameters (``name`` or ``name[i]``) the data cannot determine: σ = inf."""
     out = []
     for name, value in sigma.items():
-        flat = np.atleast_1d(value).ravel()
-        scalar = np.ndim(value) == 0
-        out.extend(name if scalar else f"{name}[{i}]" for i in np.flatnonzero(np.isinf(flat)))
+        lost = np.isinf(np.atleast_1d(value).ravel())
+        out.extend(label for label, x in zip(element_labels(name, value), lost, strict=True) if x)
     return out
