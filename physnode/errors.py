@@ -64,3 +64,20 @@ class DataError(PhysnodeError, ValueError):
 
 class FileExistsOutputError(PhysnodeError, FileExistsError):
     """The output file exists already; pass ``overwrite=True`` (CLI: ``--overwrite``)."""
+
+
+class HiddenParameterError(InvalidInputError):
+    """``func`` reads a tensor that requires grad but is neither a parameter of the module nor in
+    ``params=`` (a closure or global), and the gradient method cannot see it. Pass it with
+    ``params=[...]``, make it an ``nn.Parameter`` of the module, or use ``grad="backprop"``."""
+
+
+class ModifiedInputError(PhysnodeError, RuntimeError):
+    """``y0`` or a parameter was changed in place between a solve and its backward pass, so the
+    gradient would belong to other values. Call ``backward()`` first, or solve from a clone."""
+
+
+class DoubleBackwardError(PhysnodeError, RuntimeError):
+    """A second derivative was asked of a gradient method whose backward pass is not itself
+    differentiable (``create_graph=True`` through ``aca``/``adjoint``, or through ``t``). Use
+    ``grad="backprop"`` or ``"naive"`` for higher derivatives."""

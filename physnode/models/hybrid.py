@@ -29,11 +29,15 @@ class HybridModel(nn.Module):
         self.correction = correction
 
     @classmethod
-    def with_mlp(cls, system: System, hidden: int = 32, depth: int = 2, scale: float = 1.0):
-        """A hybrid model whose correction is a zero-initialised MLP of the right shape."""
+    def with_mlp(
+        cls, system: System, hidden: int = 32, depth: int = 2, scale: float = 1.0,
+        dtype: torch.dtype = torch.float64,
+    ) -> HybridModel:  # fmt: skip
+        """A hybrid model whose correction is a zero-initialised MLP of the right shape, with
+        weights of ``dtype`` (the state's)."""
         d = system.dimension
         out = d // 2 if system.second_order else d
-        return cls(system, MLPCorrection(d, out, hidden, depth, scale))
+        return cls(system, MLPCorrection(d, out, hidden, depth, scale, dtype=dtype))
 
     @property
     def autonomous(self) -> bool:
@@ -63,12 +67,12 @@ class NeuralODE(nn.Module):
 
     def __init__(
         self, dim: int, second_order: bool = True, hidden: int = 64, depth: int = 2,
-        scale: float = 1.0,
+        scale: float = 1.0, dtype: torch.dtype = torch.float64,
     ) -> None:  # fmt: skip
         super().__init__()
         self.second_order = second_order
         out = dim // 2 if second_order else dim
-        self.net = MLPCorrection(dim, out, hidden, depth, scale)
+        self.net = MLPCorrection(dim, out, hidden, depth, scale, dtype=dtype)
         # a zero last layer would leave a pure network with no gradient signal to its inner
         # layers at start: give it a small random start instead
         last = self.net.net[-1]

@@ -21,8 +21,10 @@ from physnode.errors import (
 )
 from physnode.solver.gradients import GRAD_METHODS, get_gradient
 from physnode.solver.gradients.common import Problem
+from physnode.solver.hidden import hidden_leaves, refuse_hidden
 from physnode.solver.options import SolverOptions
 from physnode.solver.stats import SolverStats
+from physnode.solver.stepper import RHS
 from physnode.solver.tableaus import RK_METHODS, ButcherTableau
 from physnode.solver.vector_field import VectorField
 
@@ -63,11 +65,24 @@ def solve(
     _check_finite(y0)
     stats = SolverStats()
     problem = Problem(func, tab, t_out, rtol, atol, opts, stats)
-    if not _needs_grad(y0, t_tensor, params_list):
+    diff = [p for p in params_list if p.requires_grad]
+    hidden = _hidden(problem, gradient, t_tensor, y0, diff)
+    if not (hidden or _needs_grad(y0, t_tensor, diff)):
         with torch.no_grad():
             return Solution(torch.stack(problem.run(y0).ys), stats)
-    diff = [p for p in params_list if p.requires_grad]
     return Solution(gradient.apply(problem, t_tensor, y0, diff), stats)
+
+
+def _hidden(problem: Problem, gradient, t: torch.Tensor, y0: torch.Tensor, diff) -> bool:
+    """Whether ``func`` reads tensors that require grad outside ``diff`` (one evaluation, with
+    grad mode on only); refused where ``gradient`` would drop their gradients."""
+    if not torch.is_grad_enabled():
+        return False
+    rhs = RHS(problem.func, y0, problem.stats.count_forward_eval)
+    hidden = hidden_leaves(rhs, problem.t_out[0], y0, diff)
+    if hidden and not gradient.follows_closures(t):
+        refuse_hidden(hidden, gradient.name)
+    return bool(hidden)
 
 
 _P = ParamSpec("_P")
@@ -114,7 +129,12 @@ def odeint(*args, **kwargs) -> torch.Tensor:
             :data:`GRAD_METHODS`): ``aca`` (adaptive checkpoint adjoint, default), ``adjoint``
             (continuous adjoint), ``backprop`` (autograd through the accepted steps) or
             ``naive`` (autograd through everything).
-        params: extra tensors that need gradients (for plain callables).
+        params: extra tensors that need gradients (for plain callables): leaves or tensors
+            computed from them (``k2 = 2 * k``; the gradient then reaches ``k``). With grad mode
+            on, ``func`` is evaluated once at ``(t[0], y0)`` (counted in ``nfe_forward``) to
+            find tensors it reads that require grad but are not declared: ``backprop`` and
+            ``naive`` differentiate them (when ``t`` needs no gradient); ``aca`` and
+            ``adjoint`` raise :class:`~physnode.errors.HiddenParameterError`.
         options: solver options, see :class:`~physnode.solver.options.SolverOptions`.
 
     Returns:
@@ -122,8 +142,11 @@ def odeint(*args, **kwargs) -> torch.Tensor:
 
     Raises:
         InvalidInputError, InvalidTimeGridError, DtypeMismatchError, DeviceMismatchError,
-        UnknownOptionError: bad arguments. MaxStepsReachedError, StepSizeTooSmallError,
-        NonFiniteError: the solve could not complete (the message says at which t).
+        UnknownOptionError, HiddenParameterError: bad arguments. At ``backward()``:
+        ModifiedInputError (``y0`` or a parameter changed in place since the solve),
+        DoubleBackwardError (``create_graph=True`` through ``aca``/``adjoint``).
+        MaxStepsReachedError, StepSizeTooSmallError, NonFiniteError: the solve could not complete
+        (the message says at which t).
     """
     return solve(*args, **kwargs).ys
 

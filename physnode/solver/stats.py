@@ -10,7 +10,8 @@ class SolverStats:
     """Counters of one solve; the backward fields fill in when ``.backward()`` runs.
 
     Attributes:
-        nfe_forward: function evaluations of the forward solve.
+        nfe_forward: function evaluations of the forward solve (with grad mode on, one of
+            them is the check for undeclared tensors, see :func:`~physnode.solver.odeint`).
         nfe_backward: function evaluations of the backward pass (ACA replay, adjoint solve,
             time gradients).
         n_accepted, n_rejected: accepted and rejected steps of the forward solve.

@@ -268,3 +268,23 @@ def test_initial_state_is_a_float64_copy():
 def test_initial_state_refuses_unknown_learning():
     with pytest.raises(InvalidInputError, match="'none', 'all' or 'velocities'"):
         InitialState(_y0(), "positions")
+
+
+def test_float32_hybrid_model_trains_in_float32() -> None:
+    from physnode import odeint
+    from physnode.errors import DtypeMismatchError
+    from physnode.models import HybridModel
+    from physnode.systems import NBody, three_body
+
+    system = NBody([1.0, 1.0, 1.0], dim=2)
+    system.set_learnable("masses")
+    model = HybridModel.with_mlp(system, dtype=torch.float32)
+    _, y0, _ = three_body("figure-eight")
+    t = torch.linspace(0.0, 1.0, 5)
+    ys = odeint(model, y0.float(), t, rtol=1e-5, atol=1e-6)
+    assert ys.dtype == torch.float32
+    ys.pow(2).sum().backward()
+    last = model.correction.net[-1]
+    assert last.weight.grad.dtype == torch.float32 and last.weight.grad.abs().sum() > 0
+    with pytest.raises(DtypeMismatchError, match=r"dtype=torch\.float32"):
+        odeint(HybridModel.with_mlp(system), y0.float(), t)

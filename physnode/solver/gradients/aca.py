@@ -18,6 +18,7 @@ import torch
 from physnode.solver.gradients.base import GradientMethod, register_gradient
 from physnode.solver.gradients.common import (
     Problem,
+    check_backward,
     fill_none,
     remember,
     time_gradient,
@@ -46,13 +47,14 @@ class ACAFunction(torch.autograd.Function):
             record = problem.run(y0, record=True)
             ys = torch.stack(record.ys)
         problem.stats.n_checkpoints = len(record.checkpoints)
-        remember(ctx, problem, t, params)
+        remember(ctx, problem, t, y0, params)
         ctx.record = record
         ctx.save_for_backward(ys)
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
+        check_backward(ctx, "aca")
         problem: Problem = ctx.problem
         record: ForwardRecord = ctx.record
         (ys,) = ctx.saved_tensors

@@ -12,7 +12,13 @@ from __future__ import annotations
 import torch
 
 from physnode.solver.gradients.base import GradientMethod, register_gradient
-from physnode.solver.gradients.common import Problem, fill_none, remember, time_gradient
+from physnode.solver.gradients.common import (
+    Problem,
+    check_backward,
+    fill_none,
+    remember,
+    time_gradient,
+)
 from physnode.solver.integrate import integrate
 from physnode.solver.stats import SolverStats
 from physnode.solver.stepper import RHS
@@ -60,12 +66,13 @@ class AdjointFunction(torch.autograd.Function):
     def forward(ctx, problem: Problem, t: torch.Tensor, y0: torch.Tensor, *params):
         with torch.no_grad():
             ys = torch.stack(problem.run(y0).ys)
-        remember(ctx, problem, t, params)
+        remember(ctx, problem, t, y0, params)
         ctx.save_for_backward(ys)
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
+        check_backward(ctx, "adjoint")
         problem: Problem = ctx.problem
         params = ctx.params
         (ys,) = ctx.saved_tensors

@@ -4,7 +4,7 @@ default); ACA must equal it to rounding."""
 from __future__ import annotations
 
 from physnode.solver.gradients.base import GradientMethod, register_gradient
-from physnode.solver.gradients.graph import GraphFunction
+from physnode.solver.gradients.graph import through_solve
 
 
 @register_gradient("backprop")
@@ -13,4 +13,7 @@ class Backprop(GradientMethod):
     whole graph. Fills ``nfe_backward`` (time gradient only)."""
 
     def apply(self, problem, t, y0, params):
-        return GraphFunction.apply(problem, False, t, y0, *params)
+        return through_solve(problem, t, y0, params, naive=False)
+
+    def follows_closures(self, t):
+        return not t.requires_grad

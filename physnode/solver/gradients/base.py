@@ -78,6 +78,17 @@ class GradientMethod(abc.ABC):
         ``n_steps_backward`` (step attempts of a backward solve, if it integrates backwards).
         """
 
+    def follows_closures(self, t: torch.Tensor) -> bool:
+        """Whether tensors ``func`` reads from closures or globals (not in ``params``) get
+        their gradients: true only where autograd records the solve itself. Where it is false,
+        :func:`~physnode.solver.solve` refuses such a ``func`` with
+        :class:`~physnode.errors.HiddenParameterError` instead of dropping their gradients.
+
+        Args:
+            t: the output times as given (whether ``t`` requires grad may decide it).
+        """
+        return False
+
 
 _G = TypeVar("_G", bound=type[GradientMethod])
 _REGISTRY: dict[str, type[GradientMethod]] = {}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from physnode.errors import DoubleBackwardError, ModifiedInputError
 from physnode.solver.integrate import ForwardRecord, integrate
 from physnode.solver.options import SolverOptions
 from physnode.solver.stats import SolverStats
@@ -49,12 +50,40 @@ class Problem:
         return RHS(self.func, y_like, self.stats.count_backward_eval)
 
 
-def remember(ctx, problem: Problem, t: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+def remember(
+    ctx, problem: Problem, t: torch.Tensor, y0: torch.Tensor, params: Sequence[torch.Tensor]
+) -> None:
     """Keep on an autograd ``ctx`` what every backward pass reads: the problem, the
-    parameters and the dtype/device of ``t`` (for the time gradient)."""
+    parameters, the dtype/device of ``t`` (for the time gradient) and the version counters of
+    ``y0`` and the parameters (to detect in-place changes before backward)."""
     ctx.problem = problem
     ctx.params = params
     ctx.t_meta = (t.dtype, t.device)
+    ctx.versions = [(x, x._version) for x in (y0, *params)]
+
+
+def check_backward(ctx, grad: str) -> None:
+    """Refuse a backward pass that would be silently wrong: a second derivative
+    (``create_graph=True``: these backward passes are not differentiable) or inputs changed in
+    place since the forward solve.
+
+    Raises:
+        DoubleBackwardError, ModifiedInputError.
+    """
+    if torch.is_grad_enabled():
+        raise DoubleBackwardError(
+            f"grad={grad!r} gives first derivatives only: its backward pass is not "
+            "differentiable, so create_graph=True would treat the gradient as a constant. Use "
+            "grad='backprop' or grad='naive' (with t not requiring grad) for higher derivatives"
+        )
+    for i, (x, version) in enumerate(ctx.versions):
+        if x._version != version:
+            what = "y0" if i == 0 else f"parameter #{i - 1} (shape {tuple(x.shape)})"
+            raise ModifiedInputError(
+                f"{what} was changed in place after the solve and before backward(); the "
+                "gradient would belong to other values. Call backward() before changing it "
+                "(e.g. before optimizer.step()), or solve from a clone"
+            )
 
 
 def time_gradient(

@@ -4,7 +4,7 @@ included (the deep graph the ACA paper avoids)."""
 from __future__ import annotations
 
 from physnode.solver.gradients.base import GradientMethod, register_gradient
-from physnode.solver.gradients.graph import GraphFunction
+from physnode.solver.gradients.graph import through_solve
 
 
 @register_gradient("naive")
@@ -13,4 +13,7 @@ class Naive(GradientMethod):
     ``nfe_backward`` (time gradient only)."""
 
     def apply(self, problem, t, y0, params):
-        return GraphFunction.apply(problem, True, t, y0, *params)
+        return through_solve(problem, t, y0, params, naive=True)
+
+    def follows_closures(self, t):
+        return not t.requires_grad
