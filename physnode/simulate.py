@@ -5,6 +5,8 @@ The library behind ``physnode simulate``; no CLI imports here::
     from physnode.simulate import simulate
     traj, summary = simulate("three-body", preset="figure-eight", periods=10, points=1000)
     print(summary.energy_error)   # max |E - E0| / |E0| over the output points
+
+    more, _ = simulate("three-body", initial="fig8.h5", t_end=5.0)  # continue from its last frame
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from physnode.data import Trajectory, add_noise
+from physnode.data import InitialConditions, Trajectory, add_noise, read_initial
 from physnode.errors import InvalidInputError
 from physnode.solver import solve
 from physnode.solver.symplectic import SYMPLECTIC_METHODS, integrate_symplectic
@@ -45,7 +48,7 @@ class SimulationSummary:
         n_accepted, n_rejected: accepted and rejected steps (symplectic: steps taken, 0).
         nfe: function evaluations of the vector field (symplectic: force evaluations).
         wall_time: seconds spent integrating.
-        t_end: the final time reached. method: the integration method.
+        t_end: the final time reached (``t0 + run length``). method: the integration method.
     """
 
     energy_error: float | None
@@ -77,6 +80,7 @@ def simulate(
     step_size: float | None = None,
     progress: Callable[[float], None] | None = None,
     masses: Sequence[float] | None = None,
+    initial: str | os.PathLike[str] | InitialConditions | None = None,
 ) -> tuple[Trajectory, SimulationSummary]:
     """Integrate ``system`` in float64 and sample it at ``points`` equally spaced times.
 
@@ -107,22 +111,35 @@ def simulate(
         masses: particle systems: one positive mass per body, in place of the preset's or the
             random start's (the start's positions and velocities are kept, so a periodic
             preset is no longer periodic; ``periods`` still counts the preset's period).
+        initial: particle systems: the start, in place of the preset's or the random one: an
+            :class:`~physnode.data.InitialConditions` or a file :func:`~physnode.data.read_initial`
+            reads (JSON, CSV, or an H5MD trajectory's last frame). Its bodies and dimension are
+            the run's; its masses are used, else ``masses``, else unit masses (both: refused);
+            the output times run from its ``t0`` (an H5MD file's last time, else 0) to
+            ``t0 + t_end`` (default ``t_end`` 10), so a continued run joins the file's. The
+            source, its SHA-256 and ``t0`` are recorded (``initial``, ``initial_sha256``,
+            ``initial_t0``). ``preset``, ``dim``, ``bodies``, ``batch`` and ``periods`` are
+            refused beside it.
 
     Returns:
         ``(trajectory, summary)``.
 
     Raises:
         InvalidInputError: unknown system, preset, method or parameter; bad run length or point
-            count. StepSizeTooSmallError and other solver errors propagate from the engine.
+            count; a bad initial condition (DataError: its file is unreadable).
+            StepSizeTooSmallError and other solver errors propagate from the engine.
     """
     _check_settings(method, points, noise, periods, t_end)
     info = system_info(system)
     _refuse_inapplicable(
         info, method, step_size, preset=preset, dim=dim, bodies=bodies, masses=masses
     )
+    initial = _initial(
+        initial, info, preset=preset, dim=dim, bodies=bodies, batch=batch, periods=periods
+    )
     options = RunOptions(
         preset=preset, dim=dim, seed=seed, bodies=bodies, batch=batch,
-        masses=None if masses is None else tuple(float(m) for m in masses),
+        masses=None if masses is None else tuple(float(m) for m in masses), initial=initial,
     )  # fmt: skip
     setup = info.setup(options, params)
     span, run_info = _run_length(system, setup, periods, t_end)
@@ -133,14 +150,14 @@ def simulate(
     else:
         meta.update(step_size=float(step_size))
     module, y0 = _on_device(setup, device)
-    times = np.linspace(0.0, span, points)
+    times = setup.t0 + np.linspace(0.0, span, points)
 
     start = time.perf_counter()
     ys, n_acc, n_rej, nfe = _integrate(module, y0, times, method, rtol, atol, step_size, progress)
     wall = time.perf_counter() - start
 
     traj, energy_error = _record(module, times, ys, meta, noise, seed)
-    summary = SimulationSummary(energy_error, n_acc, n_rej, nfe, wall, float(span), method)
+    summary = SimulationSummary(energy_error, n_acc, n_rej, nfe, wall, float(times[-1]), method)
     return traj, summary
 
 
@@ -171,11 +188,8 @@ def _refuse_inapplicable(
     """InvalidInputError for a setting that would be ignored: a run option (``preset``,
     ``dim``, ``bodies``) changed from its default for a system that reads none, or a
     ``step_size`` for an adaptive method."""
-    defaults = inspect.signature(simulate).parameters
     for name, value in given.items():
-        default = defaults[name].default
-        changed = value is not None if default is None else value != default
-        if name not in info.options and changed:
+        if name not in info.options and _changed(name, value):
             applies = [n for n, i in SYSTEMS.items() if name in i.options]
             raise InvalidInputError(
                 f"{name} applies to the {', '.join(applies)} system(s), not {info.name!r}."
@@ -185,6 +199,49 @@ def _refuse_inapplicable(
             f"step_size applies to fixed-step and symplectic methods, not {method!r} "
             "(adaptive: it chooses its own steps from rtol/atol)."
         )
+
+
+#: Why :func:`simulate` refuses each of these settings beside ``initial``, and what to do.
+_GIVEN_BY_INITIAL = {
+    "preset": "the start is the initial condition's; leave out preset",
+    "dim": "the dimension is the initial condition's; leave out dim",
+    "bodies": "the body count is the initial condition's; leave out bodies",
+    "batch": "an initial condition is one start, not an ensemble; leave out batch",
+    "periods": "an initial condition has no period; give t_end instead",
+}
+
+
+def _changed(name: str, value: Any) -> bool:
+    """Whether ``value`` differs from :func:`simulate`'s default of ``name``."""
+    default = inspect.signature(simulate).parameters[name].default
+    return value is not None if default is None else value != default
+
+
+def _initial(
+    initial: str | os.PathLike[str] | InitialConditions | None, info: SystemInfo, **given: Any
+) -> InitialConditions | None:
+    """The initial condition ``initial`` is or names (its file read); InvalidInputError for a
+    non-particle system, or beside a setting it replaces (``given`` changed from its default)."""
+    if initial is None:
+        return None
+    if not info.particles:
+        particle = [n for n, i in SYSTEMS.items() if i.particles]
+        raise InvalidInputError(
+            f"initial applies to the particle systems ({', '.join(particle)}), not "
+            f"{info.name!r} (its start is the system's own)."
+        )
+    for name, value in given.items():
+        if _changed(name, value):
+            raise InvalidInputError(
+                f"{name} cannot be combined with initial: {_GIVEN_BY_INITIAL[name]}."
+            )
+    if isinstance(initial, InitialConditions):
+        return initial
+    if not isinstance(initial, (str, os.PathLike)):
+        raise InvalidInputError(
+            f"initial must be a file name or InitialConditions; got {type(initial).__name__}."
+        )
+    return read_initial(initial)
 
 
 def _run_length(

@@ -21,8 +21,23 @@ from physnode.cli._errors import fail, handle_errors
 from physnode.cli._progress import progress_bar
 from physnode.cli.choices import SIMULATE_DEFAULTS as DEFAULT
 from physnode.cli.choices import IntegrationMethod, Preset, System, plain
-from physnode.cli.options import Atol, Device, Overwrite, Rtol, Seed, output_option, refuse_existing
-from physnode.data import Trajectory, write_trajectory
+from physnode.cli.options import (
+    Atol,
+    Device,
+    Overwrite,
+    Rtol,
+    Seed,
+    output_option,
+    refuse_existing,
+    refuse_input,
+)
+from physnode.data import (
+    INITIAL_SUFFIXES,
+    InitialConditions,
+    Trajectory,
+    read_initial,
+    write_trajectory,
+)
 from physnode.simulate import simulate
 
 console = Console(highlight=False)
@@ -56,6 +71,18 @@ Batch = Annotated[
     int | None, typer.Option(help="Three-body ensemble of perturbed figure-eight starts.")
 ]
 StepSize = Annotated[float | None, typer.Option(help="Step of fixed-step and symplectic methods.")]
+Initial = Annotated[
+    Path | None,
+    typer.Option(
+        help=f"Start from this file's bodies ({', '.join(INITIAL_SUFFIXES)}; an H5MD file: its "
+        "last frame, continuing its times) instead of the preset or random start "
+        "(three-body, n-body; docs/FORMAT.md).",
+    ),
+]
+InitialMember = Annotated[
+    int | None,
+    typer.Option(help="Which member (0-based) of an H5MD ensemble file --initial starts from."),
+]
 Output = output_option("Output file (default data.h5 or <system>.h5).")
 
 
@@ -75,6 +102,8 @@ def simulate_command(
     device: Device = DEFAULT["device"],
     bodies: Bodies = DEFAULT["bodies"],
     masses: Masses = None,
+    initial: Initial = None,
+    initial_member: InitialMember = None,
     param: Param = None,
     batch: Batch = DEFAULT["batch"],
     step_size: StepSize = DEFAULT["step_size"],
@@ -85,7 +114,9 @@ def simulate_command(
     name = plain(system)
     params = parse_params(param)
     out = output if output is not None else default_output(name)
+    refuse_input(out, initial)
     refuse_existing(out, overwrite)
+    start = _read_start(initial, initial_member)
     with _progress(name) as progress:
         traj, summary = simulate(
             name,
@@ -106,10 +137,20 @@ def simulate_command(
             step_size=step_size,
             progress=progress,
             masses=parse_masses(masses),
+            initial=start,
         )
     path = write_trajectory(out, traj, overwrite=overwrite)
     settings = {"rtol": rtol, "atol": atol, "noise": noise, "seed": seed}
     console.print(_summary_table(name, traj, summary, path, **settings))
+
+
+def _read_start(path: Path | None, member: int | None) -> InitialConditions | None:
+    """The initial conditions in ``path`` (``member``: of an H5MD ensemble), or None."""
+    if path is None:
+        if member is not None:
+            raise fail("--initial-member applies with --initial only")
+        return None
+    return read_initial(path, member=member)
 
 
 def parse_masses(text: str | None) -> tuple[float, ...] | None:
@@ -184,7 +225,10 @@ def _summary_table(
     table.add_column()
     if "preset" in traj.parameters:
         table.add_row("preset", str(traj.parameters["preset"]))
-    table.add_row("time span", f"0 .. {summary.t_end:.6g} ({traj.n_times} points)")
+    if "initial" in traj.parameters:
+        table.add_row("initial conditions", str(traj.parameters["initial"]))
+    span = f"{traj.times[0]:.6g} .. {summary.t_end:.6g}"
+    table.add_row("time span", f"{span} ({traj.n_times} points)")
     table.add_row("method", f"{summary.method} (rtol {rtol:g}, atol {atol:g})")
     energy = "n/a (no energy)" if summary.energy_error is None else f"{summary.energy_error:.3e}"
     table.add_row("energy error max|ΔE/E0|", energy)

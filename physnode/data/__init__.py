@@ -1,4 +1,5 @@
-"""Trajectory data: the :class:`Trajectory` container, H5MD files, noise and splits.
+"""Trajectory data: the :class:`Trajectory` container, H5MD files, noise and splits, and the
+initial conditions of a run (:func:`read_initial`: JSON, CSV or an H5MD file's last frame).
 
 ::
 
@@ -20,16 +21,20 @@ from physnode.data.h5md import (
     read_trajectory,
     write_trajectory,
 )
+from physnode.data.initial import INITIAL_SUFFIXES, InitialConditions, read_initial
 from physnode.data.noise import add_noise, split
 from physnode.data.trajectory import Trajectory
 
 __all__ = [
     "FORMAT_VERSION",
+    "INITIAL_SUFFIXES",
     "PARTICLE_GROUP",
+    "InitialConditions",
     "Trajectory",
     "add_noise",
     "atomic_write",
     "describe",
+    "read_initial",
     "read_trajectory",
     "split",
     "write_trajectory",

@@ -24,16 +24,19 @@ from physnode.systems.registry import (
 )
 
 if TYPE_CHECKING:
-    from physnode.data import Trajectory
+    from physnode.data import InitialConditions, Trajectory
 
-__all__ = ["NBody", "nbody_run_setup"]
+__all__ = ["NBody", "initial_run_setup", "nbody_run_setup"]
 
 _AXES = ("x", "y", "z")
 
 
 def _nbody_setup(info: SystemInfo, options: RunOptions, params: dict[str, float]) -> RunSetup:
-    """``simulate("n-body")``: a random bound start of ``options.bodies`` unit masses."""
+    """``simulate("n-body")``: a random bound start of ``options.bodies`` unit masses, or the
+    bodies of ``options.initial``."""
     info.check_settable(params)
+    if options.initial is not None:
+        return initial_run_setup(info, options, params)
     from physnode.systems.presets import random_nbody  # presets imports this module
 
     base, y0 = random_nbody(int(options.bodies), dim=options.dim, seed=options.seed)
@@ -305,11 +308,17 @@ def nbody_run_setup(
 ) -> RunSetup:
     """The :class:`RunSetup` of a particle system started from ``base`` and ``y0``.
 
+    With ``options.initial`` the start is the initial condition's instead
+    (:func:`initial_run_setup`); it must have ``base``'s body count, which a system that
+    builds its start and then calls this function fixes (three-body: 3).
+
     ``base`` is rebuilt through ``make_system("n-body", ...)`` with ``params`` (``G``,
     ``softening``), which validates them with readable messages. The recorded parameters are
     ``system``, ``G``, ``softening``, ``dim``, then ``preset``, ``n_bodies`` and ``batch`` when
     given.
     """
+    if options.initial is not None:
+        return initial_run_setup(info, options, params, n_bodies=base.n_bodies)
     masses = _run_masses(base.masses.detach().cpu().numpy(), options.masses)
     system = make_system(
         "n-body", masses=tuple(masses.tolist()), dim=options.dim, names=base.body_names, **params
@@ -322,3 +331,52 @@ def nbody_run_setup(
     if options.batch is not None:
         meta["batch"] = int(options.batch)
     return RunSetup(system, y0, period, meta, default_t_end)
+
+
+def initial_run_setup(
+    info: SystemInfo,
+    options: RunOptions,
+    params: Mapping[str, float],
+    *,
+    n_bodies: int | None = None,
+) -> RunSetup:
+    """The :class:`RunSetup` of a particle system started from ``options.initial``.
+
+    Its positions and velocities ``(N, dim)`` are the start, its ``dim`` the run's, its ``t0``
+    the start time; no period (the default run length is 10 time units). Masses: the
+    initial condition's, else ``options.masses``, else unit masses (both given: refused).
+    ``n_bodies``: the body count the system requires (None: any ``N >= 1``, recorded as
+    ``n_bodies``). The recorded parameters end with the initial condition's provenance.
+
+    Raises:
+        InvalidInputError: the wrong body count, ambiguous or bad masses, bad ``params``.
+    """
+    initial = options.initial
+    if initial is None:
+        raise InvalidInputError("initial_run_setup needs options.initial; got None.")
+    if n_bodies is not None and initial.n_bodies != n_bodies:
+        raise InvalidInputError(
+            f"{initial.source}: {info.name} needs exactly {n_bodies} bodies; it holds "
+            f"{initial.n_bodies}. Use the n-body system for any number of bodies."
+        )
+    masses = _initial_masses(initial, options.masses)
+    system = make_system("n-body", masses=tuple(masses.tolist()), dim=initial.dim, **params)
+    meta: dict[str, Any] = {"system": info.name, **system.run_parameters()}
+    if n_bodies is None:
+        meta["n_bodies"] = initial.n_bodies
+    meta.update(initial.provenance())
+    y0 = torch.as_tensor(initial.state(), dtype=torch.float64)
+    return RunSetup(system, y0, None, meta, t0=initial.t0)
+
+
+def _initial_masses(initial: InitialConditions, given: tuple[float, ...] | None) -> np.ndarray:
+    """The initial condition's masses, else ``given``, else ones; InvalidInputError for both."""
+    if initial.masses is not None and given is not None:
+        raise InvalidInputError(
+            f"{initial.source} gives masses {initial.masses.tolist()} and masses "
+            f"{list(given)} were given too; keep one (remove the masses from the file, or "
+            "the masses option)"
+        )
+    if initial.masses is not None:
+        return np.array(initial.masses, dtype=np.float64)
+    return _run_masses(np.ones(initial.n_bodies), given)

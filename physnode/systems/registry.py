@@ -20,13 +20,16 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from physnode.errors import InvalidInputError
 from physnode.systems.base import System
+
+if TYPE_CHECKING:
+    from physnode.data.initial import InitialConditions
 
 __all__ = [
     "SYSTEMS",
@@ -49,6 +52,10 @@ class RunOptions:
     ``preset`` and ``batch``: three-body; ``bodies``: n-body; ``dim`` and ``masses`` (one per
     body, replacing the start's): particle systems; ``seed``: random starts. ``simulate``
     refuses an option changed for a system whose ``options`` do not list it.
+
+    ``initial``: particle systems: a start read from a file (positions, velocities, maybe
+    masses and a start time) in place of the preset's or the random one; ``simulate`` refuses
+    it for other systems and refuses ``preset``, ``dim``, ``bodies`` and ``batch`` beside it.
     """
 
     preset: str = "figure-eight"
@@ -57,6 +64,7 @@ class RunOptions:
     bodies: int = 5
     batch: int | None = None
     masses: tuple[float, ...] | None = None
+    initial: InitialConditions | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,8 @@ class RunSetup:
         parameters: what to record in the trajectory file's parameters (``system`` first).
         default_t_end: run length when neither ``periods`` nor ``t_end`` is given and there
             is no period.
+        t0: the time of ``y0`` (0, or the last time of the run an initial condition continues);
+            the output times are ``t0 .. t0 + run length``.
     """
 
     system: System
@@ -77,6 +87,7 @@ class RunSetup:
     period: float | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
     default_t_end: float = 10.0
+    t0: float = 0.0
 
 
 #: ``hook(info, options, params) -> RunSetup``; a hook checks ``params`` with

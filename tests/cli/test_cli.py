@@ -172,3 +172,82 @@ def test_plot_state_system_and_missing_file() -> None:
     assert result.exit_code == 1
     assert len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------ --initial
+def _write_figure_eight_json(path: str, **extra: object) -> None:
+    import json
+
+    preset = PRESETS["figure-eight"]
+    start = {"positions": preset.positions, "velocities": preset.velocities, **extra}
+    Path(path).write_text(json.dumps(start), encoding="utf-8")
+
+
+def test_initial_json_runs_like_the_preset() -> None:
+    _write_figure_eight_json("fig8.json")
+    args = ("simulate", "three-body", "--t-end", "1", "--points", "11")
+    result = run(*args, "--initial", "fig8.json", "-o", "from_file.h5")
+    assert result.exit_code == 0, result.output
+    assert "fig8.json" in result.output
+    assert run(*args, "-o", "preset.h5").exit_code == 0
+    from_file, preset = read_trajectory("from_file.h5"), read_trajectory("preset.h5")
+    # bit-identical start (JSON round-trips float64) and the same arithmetic: round-off only
+    np.testing.assert_allclose(from_file.positions, preset.positions, rtol=0, atol=1e-12)
+    assert from_file.parameters["initial"] == "fig8.json"
+
+
+def test_initial_h5md_continues_the_run() -> None:
+    half = PRESETS["figure-eight"].period / 2
+    args = ("simulate", "three-body", "--t-end", repr(half), "--points", "11")
+    assert run(*args, "-o", "first.h5").exit_code == 0
+    result = run(*args, "--initial", "first.h5", "-o", "second.h5")
+    assert result.exit_code == 0, result.output
+    first, second = read_trajectory("first.h5"), read_trajectory("second.h5")
+    assert second.times[0] == first.times[-1]  # joins the old run exactly
+    assert second.times[-1] == 2 * half  # doubling is exact in float64
+    np.testing.assert_array_equal(second.positions[0], first.positions[-1])  # stored exactly
+    assert f"{half:.6g} .. {2 * half:.6g}" in result.output
+
+
+def test_initial_member_of_an_ensemble() -> None:
+    args = ("simulate", "three-body", "--t-end", "0.1", "--points", "3")
+    assert run(*args, "--batch", "3", "-o", "ens.h5").exit_code == 0
+    result = run(*args, "--initial", "ens.h5", "--initial-member", "1", "-o", "one.h5")
+    assert result.exit_code == 0, result.output
+    ens, one = read_trajectory("ens.h5"), read_trajectory("one.h5")
+    np.testing.assert_array_equal(one.positions[0], ens.positions[-1, 1])  # stored exactly
+    assert one.parameters["initial_member"] == 1
+
+
+def test_output_equal_to_the_initial_file_is_refused() -> None:
+    args = ("simulate", "three-body", "--t-end", "0.1", "--points", "3", "-o", "run.h5")
+    assert run(*args).exit_code == 0
+    before = Path("run.h5").read_bytes()
+    result = run(*args, "--initial", "run.h5", "--overwrite")
+    assert result.exit_code == 1, result.output
+    assert "input file" in result.output and len(result.output.strip().splitlines()) == 1
+    assert Path("run.h5").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (("three-body", "--initial", "absent.json"), "no such file"),
+        (("three-body", "--initial", "bad.json"), "unknown key"),
+        (("three-body", "--initial", "fig8.json", "--masses", "1,2,3"), "masses"),
+        (("three-body", "--initial", "fig8.json", "--preset", "lagrange"), "preset"),
+        (("three-body", "--initial", "fig8.json", "--periods", "2"), "periods cannot be combined"),
+        (("pendulum", "--initial", "fig8.json"), "particle systems"),
+        (("three-body", "--initial-member", "0"), "--initial-member"),
+        (("three-body", "--initial", "fig8.json", "--initial-member", "0"), "member"),
+    ],
+)
+def test_bad_initial_gives_one_line(args: tuple[str, ...], word: str) -> None:
+    _write_figure_eight_json("fig8.json", masses=[1.0, 1.0, 1.0])
+    Path("bad.json").write_text('{"positions": [[0, 0]], "velocity": [[0, 0]]}')
+    result = run("simulate", *args, "-o", "out.h5")
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:") and word in lines[0]
+    assert not Path("out.h5").exists()
