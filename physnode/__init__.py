@@ -20,7 +20,7 @@ from physnode.errors import (
     StepSizeTooSmallError,
     UnknownOptionError,
 )
-from physnode.solver import Solution, SolverStats, odeint, solve
+from physnode.solver import Sensitivities, Solution, SolverStats, odeint, sensitivities, solve
 
 __all__ = [
     "DeviceMismatchError",
@@ -30,6 +30,7 @@ __all__ = [
     "MaxStepsReachedError",
     "NonFiniteError",
     "PhysnodeError",
+    "Sensitivities",
     "ShapeMismatchError",
     "Solution",
     "SolverError",
@@ -38,5 +39,6 @@ __all__ = [
     "UnknownOptionError",
     "__version__",
     "odeint",
+    "sensitivities",
     "solve",
 ]

@@ -1,6 +1,15 @@
-"""The engine: adaptive Runge–Kutta integration with ACA, adjoint, backprop and naive gradients."""
+"""The engine: adaptive Runge–Kutta integration with ACA, adjoint, backprop, naive and forward
+(sensitivity) gradients."""
 
-from physnode.solver.api import GRAD_METHODS, Solution, SolverStats, odeint, solve
+from physnode.solver.api import (
+    GRAD_METHODS,
+    Sensitivities,
+    Solution,
+    SolverStats,
+    odeint,
+    sensitivities,
+    solve,
+)
 from physnode.solver.symplectic import SYMPLECTIC_METHODS, integrate_symplectic
 from physnode.solver.tableaus import (
     ADAPTIVE_METHODS,
@@ -16,9 +25,11 @@ __all__ = [
     "RK_METHODS",
     "SYMPLECTIC_METHODS",
     "ButcherTableau",
+    "Sensitivities",
     "Solution",
     "SolverStats",
     "integrate_symplectic",
     "odeint",
+    "sensitivities",
     "solve",
 ]

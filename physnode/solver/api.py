@@ -21,6 +21,7 @@ from physnode.errors import (
 )
 from physnode.solver.gradients import GRAD_METHODS, get_gradient
 from physnode.solver.gradients.common import Problem
+from physnode.solver.gradients.forward import integrate_sensitivities
 from physnode.solver.hidden import hidden_leaves, refuse_hidden
 from physnode.solver.options import SolverOptions
 from physnode.solver.stats import SolverStats
@@ -28,7 +29,15 @@ from physnode.solver.stepper import RHS
 from physnode.solver.tableaus import RK_METHODS, ButcherTableau
 from physnode.solver.vector_field import VectorField
 
-__all__ = ["GRAD_METHODS", "Solution", "SolverStats", "odeint", "solve"]
+__all__ = [
+    "GRAD_METHODS",
+    "Sensitivities",
+    "Solution",
+    "SolverStats",
+    "odeint",
+    "sensitivities",
+    "solve",
+]
 
 
 @dataclass
@@ -83,6 +92,58 @@ def _hidden(problem: Problem, gradient, t: torch.Tensor, y0: torch.Tensor, diff)
     if hidden and not gradient.follows_closures(t):
         refuse_hidden(hidden, gradient.name)
     return bool(hidden)
+
+
+@dataclass
+class Sensitivities:
+    """Result of :func:`sensitivities`.
+
+    Attributes:
+        ys: the states at the output times, shape ``(T, *y0.shape)``.
+        jac: ``jac[k, c] = ∂ys[k] / ∂θ_c``, shape ``(T, P, *y0.shape)``: the columns are the
+            entries of ``y0`` (row-major, when ``wrt_y0``), then those of each tensor of
+            ``params`` (row-major, in order).
+        stats: the counters of the solve (``nfe_forward``: augmented evaluations).
+    """
+
+    ys: torch.Tensor
+    jac: torch.Tensor
+    stats: SolverStats
+
+
+def sensitivities(
+    func: VectorField,
+    y0: torch.Tensor,
+    t: torch.Tensor | Sequence[float],
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str = "dopri5",
+    params: Sequence[torch.Tensor] | None = None,
+    options: dict | None = None,
+    wrt_y0: bool = True,
+) -> Sensitivities:
+    """The states and their whole Jacobian ``∂y(t_k)/∂θ`` from one forward-mode solve (the
+    variational equations, as ``grad="forward"``), for least squares and Fisher matrices.
+
+    ``θ`` is ``y0`` (if ``wrt_y0``) and ``params``: the tensors given, else the parameters of
+    ``func`` (an ``nn.Module``) that require grad. Arguments as :func:`odeint`; ``options``
+    may hold ``sensitivity_control`` (default ``True``: the steps keep the Jacobian, not
+    only the state, to the tolerance). Results carry no autograd graph.
+    """
+    y0 = _check_state(y0)
+    _, t_out = _check_times(t)
+    rtol, atol = _check_tolerances(rtol, atol)
+    if method not in RK_METHODS:
+        raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(RK_METHODS)}")
+    tab = RK_METHODS[method]
+    opts = _check_options(options, tab, "forward", y0, rtol)
+    chosen = _collect_params(func, params, y0)
+    chosen = chosen if params is not None else [p for p in chosen if p.requires_grad]
+    _check_finite(y0)
+    stats = SolverStats()
+    problem = Problem(func, tab, t_out, rtol, atol, opts, stats)
+    sens = integrate_sensitivities(problem, y0, chosen, wrt_y0)
+    return Sensitivities(sens.ys, sens.jac, stats)
 
 
 _P = ParamSpec("_P")

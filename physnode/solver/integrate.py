@@ -65,12 +65,13 @@ class _Run:
     tab: ButcherTableau
     t_out: list[float]
     rtol: float
-    atol: float
+    atol: float | torch.Tensor
     options: SolverOptions
     stats: SolverStats
     record: bool
     naive: bool
     n_norm: int | None
+    groups: int
     direction: float
     span: float
     #: fixed-step methods: the signed step every trial starts from
@@ -110,13 +111,14 @@ def integrate(
     t_out: list[float],
     y0: torch.Tensor,
     rtol: float,
-    atol: float,
+    atol: float | torch.Tensor,
     options: SolverOptions,
     stats: SolverStats,
     *,
     record: bool = False,
     naive: bool = False,
     n_norm: int | None = None,
+    groups: int = 1,
 ) -> ForwardRecord:
     """Integrate ``dy/dt = rhs(t, y)`` and return the states at ``t_out``.
 
@@ -131,6 +133,9 @@ def integrate(
         record: keep the accepted steps as checkpoints (ACA).
         naive: keep step sizes as tensors so autograd differentiates through the controller.
         n_norm: seminorm: only the first ``n_norm`` entries of a flat state enter the error norm.
+        groups: the error norm is the largest over this many equal groups of a flat state (a
+            state and its sensitivities); the first step is chosen from the first group.
+        ``atol`` may be a tensor of ``y0``'s shape (one absolute tolerance per entry).
 
     The caller chooses the autograd mode (``no_grad`` for ACA/adjoint forward passes).
     """
@@ -138,7 +143,7 @@ def integrate(
     step_size = options.step_size if options.step_size is not None else math.inf
     controller = StepSizeController(tab.error_order, options) if tab.adaptive else None
     run = _Run(
-        rhs, tab, t_out, rtol, atol, options, stats, record, naive, n_norm,
+        rhs, tab, t_out, rtol, atol, options, stats, record, naive, n_norm, groups,
         direction=direction, span=t_out[-1] - t_out[0], fixed_h=direction * step_size,
         controller=controller,
     )  # fmt: skip
@@ -169,7 +174,7 @@ def _initial_state(run: _Run, y0: torch.Tensor) -> _LoopState:
     else:
         h_abs = initial_step(
             run.rhs, t0, y0, f0, run.direction, run.tab.error_order, run.rtol, run.atol,
-            run.n_norm,
+            run.n_norm if run.groups == 1 else y0.numel() // run.groups,
         )  # fmt: skip
     h_abs = min(h_abs, run.options.max_step, abs(run.span))
     return _LoopState(t=t0, y=y0, h=run.direction * h_abs, f0=f0)
@@ -265,7 +270,9 @@ def _judge(
     """
     if not run.tab.adaptive:
         return True, 1.0
-    ratio_t = error_ratio(run.tab, state.h, ks, state.y, y1, run.rtol, run.atol, run.n_norm)
+    ratio_t = error_ratio(
+        run.tab, state.h, ks, state.y, y1, run.rtol, run.atol, run.n_norm, run.groups
+    )
     ratio = float(ratio_t.detach())  # the one host synchronisation per step
     if not math.isfinite(ratio):
         state.last_nonfinite = True

@@ -57,6 +57,11 @@ class SolverOptions:
             :func:`physnode.solver.gradients.aca.choose_replay`), else sequential.
         replay_memory: ACA only: the estimated memory (bytes) the batched replay may hold at
             once; chunks of steps are sized to fit it. Default 64 MiB.
+        sensitivity_control: forward only: the error norm covers the sensitivities as well as
+            the state (the largest of their RMS ratios, each sensitivity's absolute tolerance
+            ``atol / |θ|``, as in CVODES), so the gradient's accuracy follows the tolerance
+            through close encounters. ``False``: the state alone chooses the steps (the same
+            steps as a solve without gradients). Default ``True``.
     """
 
     step_size: float | None = None
@@ -75,6 +80,7 @@ class SolverOptions:
     seminorm: bool = False
     replay: str = "auto"
     replay_memory: int = 64 * 2**20
+    sensitivity_control: bool = True
 
     #: what each option may be, declared once: :meth:`from_dict` checks them (in this order),
     #: then the cross-field rule ``safety < 1`` and ``dfactor < 1 < ifactor``
@@ -93,13 +99,14 @@ class SolverOptions:
         "seminorm": Boolean(),
         "replay": Options(("auto", "batched", "sequential")),
         "replay_memory": Interval(int, 1, None),
+        "sensitivity_control": Boolean(),
     }
 
     #: options that act only for some methods or gradient methods, declared once: given for
     #: another, they would be ignored, so :meth:`check_applies` refuses them
     ADAPTIVE_ONLY: ClassVar[tuple[str, ...]] = (
         "first_step", "max_step", "controller", "safety", "ifactor", "dfactor", "pcoeff",
-        "icoeff",
+        "icoeff", "sensitivity_control",
     )  # fmt: skip
     FIXED_STEP_ONLY: ClassVar[tuple[str, ...]] = ("step_size",)
     GRAD_ONLY: ClassVar[dict[str, str]] = {
@@ -108,6 +115,7 @@ class SolverOptions:
         "seminorm": "adjoint",
         "replay": "aca",
         "replay_memory": "aca",
+        "sensitivity_control": "forward",
     }
 
     @staticmethod

@@ -138,30 +138,36 @@ def error_ratio(
     y0: torch.Tensor,
     y1: torch.Tensor,
     rtol: float,
-    atol: float,
+    atol: float | torch.Tensor,
     n_norm: int | None = None,
+    groups: int = 1,
 ) -> torch.Tensor:
     """Mixed relative/absolute RMS error ratio of the embedded estimate (0-dim tensor).
 
     ``scale = atol + rtol · max(|y0|, |y1|)``; the step is accepted when the ratio is ≤ 1.
+    ``atol`` is a float or a tensor of the state's shape (one tolerance per entry).
     ``n_norm`` restricts the norm to the first ``n_norm`` entries of a flat state (seminorm).
-    DOP853 combines its 5th- and 3rd-order estimates as in Hairer's code.
+    ``groups > 1`` splits a flat state into that many equal groups (a state and its
+    sensitivities) and returns the largest of their ratios, as CVODES does with sensitivity
+    error control. DOP853 combines its 5th- and 3rd-order estimates as in Hairer's code.
     """
     assert tab.b_err is not None  # internal invariant: only adaptive tableaus get here
     err = lincomb(torch.zeros_like(y0), h, tab.b_err, ks)
     scale = torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
     if n_norm is not None:
         err, scale = err[..., :n_norm], scale[..., :n_norm]
-    e5 = (err / scale).square()
+    # one row per group (the whole state is one group, whatever its batch shape)
+    e5 = (err / scale).square().reshape(groups, -1)
     if tab.b_err3 is None:
-        return e5.mean().sqrt()
+        return e5.mean(dim=-1).sqrt().max()
     err3 = lincomb(torch.zeros_like(y0), h, tab.b_err3, ks)
     if n_norm is not None:
         err3 = err3[..., :n_norm]
-    s5 = e5.sum()
-    s3 = (err3 / scale).square().sum()
-    denom = (s5 + 0.01 * s3) * e5.numel()
-    return torch.where(denom > 0, s5 / denom.clamp_min(1e-300).sqrt(), torch.zeros_like(s5))
+    e3 = (err3 / scale).square().reshape(groups, -1)
+    s5, s3 = e5.sum(dim=-1), e3.sum(dim=-1)
+    denom = (s5 + 0.01 * s3) * e5.shape[-1]
+    ratio = torch.where(denom > 0, s5 / denom.clamp_min(1e-300).sqrt(), torch.zeros_like(s5))
+    return ratio.max()
 
 
 def initial_step(
@@ -172,7 +178,7 @@ def initial_step(
     direction: float,
     order: int,
     rtol: float,
-    atol: float,
+    atol: float | torch.Tensor,
     n_norm: int | None = None,
 ) -> float:
     """Hairer, Nørsett & Wanner's starting step (Solving ODEs I, II.4): one extra evaluation."""

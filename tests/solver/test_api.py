@@ -95,7 +95,7 @@ class Tiny(nn.Module):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("grad", ["aca", "adjoint", "backprop", "naive"])
+@pytest.mark.parametrize("grad", ["aca", "adjoint", "backprop", "naive", "forward"])
 def test_cuda_matches_cpu(grad):
     """The same solve on CUDA gives the CPU's result and gradients (1e-9 relative: different
     reduction order in kernels, amplified a little over the solve)."""

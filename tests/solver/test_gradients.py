@@ -107,7 +107,7 @@ def fd_reference():
     return _fd_reference()
 
 
-@pytest.mark.parametrize("grad", ["aca", "adjoint", "backprop", "naive"])
+@pytest.mark.parametrize("grad", ["aca", "adjoint", "backprop", "naive", "forward"])
 @pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3", "dop853", "rk4"])
 def test_every_method_matches_finite_differences(grad, method, fd_reference):
     """Every gradient method and solver agrees with central differences. Tolerance 1e-5

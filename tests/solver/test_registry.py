@@ -25,7 +25,7 @@ def rot(t, y):
 
 
 def test_grad_methods_come_from_the_registry():
-    assert GRAD_METHODS == ("aca", "adjoint", "backprop", "naive")
+    assert GRAD_METHODS == ("aca", "adjoint", "backprop", "naive", "forward")
     assert GRAD_METHODS == base.gradient_names()
     for name in GRAD_METHODS:
         method = get_gradient(name)

@@ -23,7 +23,7 @@ def decay_gradient(k: float) -> float:
     return sum(-2 * k * float(ti) * float(Y0.sum()) * math.exp(-(k**2) * float(ti)) for ti in T)
 
 
-@pytest.mark.parametrize("grad", ["aca", "adjoint"])
+@pytest.mark.parametrize("grad", ["aca", "adjoint", "forward"])
 def test_closure_over_a_computed_tensor_is_refused_by_function_methods(grad: str) -> None:
     k = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
     k2 = k**2
@@ -31,7 +31,7 @@ def test_closure_over_a_computed_tensor_is_refused_by_function_methods(grad: str
         odeint(lambda t, y: -k2 * y, Y0, T, grad=grad)
 
 
-@pytest.mark.parametrize("grad", ["aca", "adjoint", "backprop", "naive"])
+@pytest.mark.parametrize("grad", ["aca", "adjoint", "backprop", "naive", "forward"])
 def test_a_computed_tensor_passed_in_params_gets_its_gradient(grad: str) -> None:
     k = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
     k2 = k**2
@@ -72,7 +72,7 @@ class Linear(torch.nn.Module):
         return self.lin(y)
 
 
-@pytest.mark.parametrize("grad", ["aca", "adjoint"])
+@pytest.mark.parametrize("grad", ["aca", "adjoint", "forward"])
 def test_parameter_changed_before_backward_is_detected(grad: str) -> None:
     model = Linear()
     ys = odeint(model, Y0, T, grad=grad)
@@ -82,7 +82,7 @@ def test_parameter_changed_before_backward_is_detected(grad: str) -> None:
         ys.sum().backward()
 
 
-@pytest.mark.parametrize("grad", ["aca", "adjoint"])
+@pytest.mark.parametrize("grad", ["aca", "adjoint", "forward"])
 def test_y0_changed_before_backward_is_detected(grad: str) -> None:
     y0 = Y0.clone().requires_grad_()
     start = y0 * 1.0
@@ -103,7 +103,7 @@ def test_time_gradient_path_detects_changes_too() -> None:
         ys.sum().backward()
 
 
-@pytest.mark.parametrize("grad", ["aca", "adjoint"])
+@pytest.mark.parametrize("grad", ["aca", "adjoint", "forward"])
 def test_double_backward_is_refused(grad: str) -> None:
     y0 = Y0.clone().requires_grad_()
     ys = odeint(Linear(), y0, T, grad=grad)

@@ -1,4 +1,4 @@
-"""Gradient methods, one module each: ACA, continuous adjoint, backprop and naive.
+"""Gradient methods, one module each: ACA, continuous adjoint, backprop, naive and forward.
 
 Each is a small :class:`~physnode.solver.gradients.base.GradientMethod` registered under its
 name by ``@register_gradient``; :func:`~physnode.solver.solve` dispatches through
@@ -20,6 +20,7 @@ from physnode.solver.gradients.aca import ACA, ACAFunction
 from physnode.solver.gradients.adjoint import Adjoint, AdjointFunction
 from physnode.solver.gradients.backprop import Backprop
 from physnode.solver.gradients.naive import Naive
+from physnode.solver.gradients.forward import Forward, ForwardFunction
 # isort: on
 
 #: the registered gradient methods' names, in registration order
@@ -32,6 +33,8 @@ __all__ = [
     "Adjoint",
     "AdjointFunction",
     "Backprop",
+    "Forward",
+    "ForwardFunction",
     "GradientMethod",
     "GraphFunction",
     "Naive",

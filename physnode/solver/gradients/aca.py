@@ -20,6 +20,7 @@ from physnode.solver.gradients.common import (
     Problem,
     check_backward,
     fill_none,
+    is_vmap_limitation,
     remember,
     time_gradient,
     zeros_for,
@@ -76,7 +77,7 @@ def _replay(problem: Problem, record: ForwardRecord, grad_ys: torch.Tensor, para
         try:
             return _batched_replay(problem, record, grad_ys, params, chunk)
         except (RuntimeError, NotImplementedError) as exc:
-            if not _is_vmap_limitation(exc):
+            if not is_vmap_limitation(exc):
                 raise
             _warn_fallback(problem.func, exc)
             problem.stats.n_replayed_batched = 0
@@ -148,22 +149,6 @@ def choose_replay(options, tab: ButcherTableau, y: torch.Tensor, n_steps: int) -
     if options.replay == "batched":
         return chunk
     return chunk if y.numel() <= AUTO_BATCHED_MAX_DIM and fit >= 2 else 0
-
-
-#: phrases of torch.func.vmap's own refusals (data-dependent control flow, .item(), in-place
-#: writes into unbatched tensors, randomness, missing batching rules): only these fall back
-_VMAP_LIMITATIONS = (
-    "vmap",
-    "batching rule",
-    "batched tensor",
-    "data-dependent control flow",
-    "Batching rule",
-)
-
-
-def _is_vmap_limitation(exc: BaseException) -> bool:
-    message = str(exc)
-    return any(phrase in message for phrase in _VMAP_LIMITATIONS)
 
 
 def _warn_fallback(func, exc: BaseException) -> None:

@@ -116,6 +116,24 @@ def time_gradient(
     return out.to(dtype=t_dtype, device=t_device)
 
 
+#: phrases of torch.func.vmap's own refusals (data-dependent control flow, .item(), in-place
+#: writes into unbatched tensors, randomness, missing batching rules): only these fall back
+_VMAP_LIMITATIONS = (
+    "vmap",
+    "batching rule",
+    "batched tensor",
+    "data-dependent control flow",
+    "Batching rule",
+)
+
+
+def is_vmap_limitation(exc: BaseException) -> bool:
+    """Whether ``exc`` says torch.func.vmap has no batching rule for an operation (the
+    only error on which a batched path may fall back to a one-at-a-time one)."""
+    message = str(exc)
+    return any(phrase in message for phrase in _VMAP_LIMITATIONS)
+
+
 def zeros_for(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.zeros_like(p) for p in params]
 
