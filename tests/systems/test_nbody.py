@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from physnode.systems import Kepler, NBody
+from tests.reference import acceleration
 
 # Hand computations below involve a handful of float64 operations on O(1) numbers: a few ulps.
 EXACT = 1e-14
@@ -124,13 +126,20 @@ def test_float32_state_with_float64_parameters() -> None:
 
 
 def test_default_polygon_is_rigid_rotation() -> None:
-    system = NBody([1.0] * 5)
+    """The default start is a rigid rotation: on a circle of radius 1, with velocities ω ẑ × q
+    where ω² R is the centripetal pull, taken here from the independent numpy gravity of
+    ``tests/reference.py`` (not from the class)."""
+    system = NBody([1.0] * 5, G=1.4)
     y0 = system.default_y0()
-    q, v = system.unpack(y0)
-    acc = system.acceleration(torch.tensor(0.0), *y0.chunk(2)).reshape(5, 2)
-    # Circular motion: a = -ω² q with ω = |v| / R (R = 1).
-    omega2 = float((v[0] ** 2).sum())
-    torch.testing.assert_close(acc, -omega2 * q, rtol=1e-13, atol=1e-13)
+    q, v = (x.numpy() for x in system.unpack(y0))
+    acc = acceleration(q, np.ones(5), 1.4)
+    # A rigid rotation needs a = -ω² q on every body, one ω for all: a few ulps of O(1).
+    omega2 = -(acc * q).sum(-1) / (q * q).sum(-1)
+    np.testing.assert_allclose(acc, -omega2.mean() * q, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=-1), 1.0, rtol=0, atol=EXACT)
+    # v = ω ẑ × q = ω (-q_y, q_x): counter-clockwise, tangential, |v| = ω R.
+    tangent = np.stack([-q[:, 1], q[:, 0]], axis=-1)
+    np.testing.assert_allclose(v, np.sqrt(omega2.mean()) * tangent, rtol=0, atol=1e-13)
     assert float(system.linear_momentum(y0).abs().max()) < EXACT
 
 

@@ -34,9 +34,14 @@ def max_return(system: NBody, y0: torch.Tensor, y_end: torch.Tensor) -> float:
 def test_figure_eight_values() -> None:
     system, y0, period = three_body("figure-eight")
     assert period == 6.325914012016
-    assert y0[:6].tolist() == [0.97000436, -0.24308753, -0.97000436, 0.24308753, 0.0, 0.0]
-    assert y0[10:].tolist() == [-0.93240737, -0.86473146]
-    assert float(system.energy(y0)) == pytest.approx(-1.2871419917663258, abs=EXACT)
+    # the published start: q1 = -q2, q3 = 0, v1 = v2 = -v3 / 2 (zero momentum)
+    q1, v3 = (0.97000436, -0.24308753), (-0.93240737, -0.86473146)
+    assert y0[:6].tolist() == [q1[0], q1[1], -q1[0], -q1[1], 0.0, 0.0]
+    assert y0[6:].tolist() == [-v3[0] / 2, -v3[1] / 2] * 2 + list(v3)
+    # Unit masses, G = 1: T = (2 |v3 / 2|² + |v3|²) / 2 = 3/4 |v3|², and the pairs (1, 3),
+    # (2, 3) at |q1|, (1, 2) at 2 |q1| give U = -2 / |q1| - 1 / (2 |q1|) = -5 / (2 |q1|).
+    energy = 0.75 * math.hypot(*v3) ** 2 - 2.5 / math.hypot(*q1)
+    assert float(system.energy(y0)) == pytest.approx(energy, abs=EXACT)
     assert float(system.angular_momentum(y0)) == pytest.approx(0.0, abs=EXACT)
     assert float(system.linear_momentum(y0).abs().max()) < EXACT
 
@@ -51,10 +56,15 @@ def test_figure_eight_returns_after_one_period(dop853) -> None:
 
 def test_lagrange_is_a_rigid_rotation(dop853) -> None:
     system, y0, period = three_body("lagrange")
+    # Unit masses on a circle of radius R = 1, G = 1: side a = √3, and each body feels
+    # 2 cos 30° / a² = 1 / √3 toward the centre, so ω² = 1 / √3 = 3^(-1/2), |v| = ωR = 3^(-1/4)
+    # and T = 2π / ω = 2π 3^(1/4). Energy: 3 |v|² / 2 - 3 / a = √3 / 2 - √3 = -√3 / 2.
     assert period == pytest.approx(2 * math.pi * 3**0.25, abs=EXACT)
     assert float(system.energy(y0)) == pytest.approx(-math.sqrt(3) / 2, abs=EXACT)
-    speed = system.unpack(y0)[1].norm(dim=-1)
-    assert speed.tolist() == pytest.approx([0.7598356856515925] * 3, abs=EXACT)
+    q0, v0 = system.unpack(y0)
+    assert q0.norm(dim=-1).tolist() == pytest.approx([1.0] * 3, abs=EXACT)
+    assert v0.norm(dim=-1).tolist() == pytest.approx([3**-0.25] * 3, abs=EXACT)
+    assert (q0 * v0).sum(-1).tolist() == pytest.approx([0.0] * 3, abs=EXACT)  # tangential
     t = np.linspace(0.0, period, 5)
     ys = torch.from_numpy(dop853(system, y0, t, tol=1e-13))
     omega = 2 * math.pi / period
@@ -86,7 +96,7 @@ def numpy_gravity(t: float, y: np.ndarray) -> np.ndarray:
     """Plain-numpy equal-mass planar gravity (G = m = 1): an independent, fast right-hand side.
 
     These orbits need 10k-30k evaluations; calling the torch module for each costs ~5x more.
-    The module itself is checked against a numpy reference in test_systems_forward.py.
+    The module itself is checked against a numpy reference in test_forward.py.
     """
     q = y[:6].reshape(3, 2)
     d = q[None, :, :] - q[:, None, :]  # d[i, j] = q_j - q_i
@@ -119,6 +129,9 @@ def test_pythagorean() -> None:
     system, y0, period = three_body("pythagorean")
     assert period is None
     assert system.masses.tolist() == [3.0, 4.0, 5.0]
+    assert y0[:6].tolist() == [1.0, 3.0, -2.0, -1.0, 1.0, -1.0]  # Burrau's 3-4-5 triangle
+    # At rest, G = 1: pairs (3, 4) 5 apart, (3, 5) 4 apart, (4, 5) 3 apart, so
+    # U = -(12 / 5 + 15 / 4 + 20 / 3) = -(144 + 225 + 400) / 60.
     assert float(system.energy(y0)) == pytest.approx(-769 / 60, abs=EXACT)
     assert system.center_of_mass(y0).tolist() == pytest.approx([0.0, 0.0], abs=EXACT)
     assert float(y0[6:].abs().max()) == 0.0
