@@ -57,6 +57,7 @@ METHODS = [
     "physnode-naive",
     "physnode-adjoint",
     "physnode-adjoint-seminorm",
+    "physnode-forward",
     "torchdiffeq-odeint",
     "torchdiffeq-adjoint",
     "torchdiffeq-adjoint-seminorm",
@@ -70,6 +71,10 @@ METHOD_NOTES = {
     "physnode-naive": "physnode.solve(grad='naive'), dopri5",
     "physnode-adjoint": "physnode.solve(grad='adjoint'), dopri5",
     "physnode-adjoint-seminorm": "physnode.solve(grad='adjoint', options={'seminorm': True})",
+    "physnode-forward": (
+        "physnode.solve(grad='forward'), dopri5: forward sensitivities with sensitivity error "
+        "control (the steps also keep dy/dmasses to the tolerance)"
+    ),
     "torchdiffeq-odeint": "torchdiffeq.odeint(method='dopri5'), backprop through the solver",
     "torchdiffeq-adjoint": "torchdiffeq.odeint_adjoint(method='dopri5')",
     "torchdiffeq-adjoint-seminorm": "odeint_adjoint(adjoint_options=dict(norm='seminorm'))",

@@ -296,6 +296,8 @@ def fit_command(
         )
         raise typer.Exit(code=EXIT_INTERRUPTED)
     console.print(_result_table(fitter, traj, path, f"physnode fit {data.name}"))
+    for message in fitter.warnings_:
+        err_console.print(f"warning: {message}")
     if fitter.undetermined_:
         err_console.print(
             "warning: the data cannot determine "

@@ -12,6 +12,8 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
         params/<name>            fitted value, float64, the parameter's shape
         uncertainties/<name>     1-sigma, same shape (NaN where unavailable, inf where the
                                  data cannot determine the parameter)
+        noise                    +positions, +velocities or +state: noise levels (data
+                                 units) the least-squares finish estimated
         history/<name> (E, *shape)
         series/<key> (E, ...)    any other per-epoch history (rare)
         network/<key>            neural-correction weights by state_dict key
@@ -86,6 +88,9 @@ class FitRecord:
         data_file: name of the data file as given to the fitter.
         data_sha256: SHA-256 (hex) of the data file's bytes.
         physnode_version: version of physnode that wrote the file.
+        noise: noise level (data units) per kind of observation (``positions``,
+            ``velocities`` or ``state``) estimated by the least-squares finish; empty when it
+            did not run (an interrupted fit, a pure neural ODE, a file from before it).
     """
 
     prediction: Trajectory
@@ -104,6 +109,7 @@ class FitRecord:
     data_file: str
     data_sha256: str
     physnode_version: str = field(default=__version__)
+    noise: dict[str, float] = field(default_factory=dict)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -183,6 +189,9 @@ def _write_fit_group(
     state = g.create_group("state", track_order=True)
     for key, value in fitter.state_.items():
         _put_state(state, key, value)
+    noise = g.create_group("noise", track_order=True)
+    for kind, level in getattr(fitter, "noise_", {}).items():
+        noise.attrs[kind] = np.float64(level)
     _write_observed(g.create_group("observed"), observed)
 
 
@@ -390,6 +399,7 @@ def _read_record_fields(g: h5py.Group, path: Path) -> dict[str, Any]:
         data_file=str(attrs.get("data_file", "")),
         data_sha256=str(hdf5.python_value(g.attrs["data_sha256"])),
         physnode_version=str(attrs.get("physnode_version", "")),
+        noise={k: float(v) for k, v in g["noise"].attrs.items()} if "noise" in g else {},
     )
 
 

@@ -18,12 +18,12 @@ import torch
 from physnode.constraints import Constraint, Interval, Optional, Options
 from physnode.data import Trajectory
 from physnode.errors import InvalidInputError
+from physnode.fit.least_squares import least_squares_finish
 from physnode.fit.objective import Objective
 from physnode.fit.problem import MODELS, OBSERVE, FitProblem, build_problem
 from physnode.fit.schedule import SCHEDULES, Cursor, Stopped, Training, adam_optimizer, plan
 from physnode.fit.shooting import Shooting
 from physnode.fit.state import fit_state, load_fit_state, load_module_state
-from physnode.fit.uncertainty import gauss_newton
 from physnode.solver import ADAPTIVE_METHODS, GRAD_METHODS
 
 __all__ = ["MODELS", "SCHEDULES", "Fitter"]
@@ -57,8 +57,11 @@ class Fitter:
         init_masses: starting masses when they are learned (scalar or one per body; default 1).
         observe: ``"auto"`` (positions and velocities when present) or ``"positions"``.
 
-    After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ, Gauss–Newton; ``inf`` where the
-    data cannot determine a parameter), ``undetermined_`` (those parameters), ``history_``,
+    After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ from the covariance of the
+    least-squares finish, see :mod:`physnode.fit.least_squares`; ``inf`` where the data cannot
+    determine a parameter), ``undetermined_`` (those parameters), ``noise_`` (the noise level
+    per kind of observation the finish estimated from the residuals), ``warnings_`` (what
+    makes the result doubtful, in words), ``history_``,
     ``train_rmse_``, ``extrapolation_rmse_``, ``prediction_`` (a Trajectory at every data time),
     ``network_state_``, ``state_`` (resumable), ``interrupted_``, ``wall_time_``,
     ``train_until_``, ``settings_``, ``model_``.
@@ -182,6 +185,7 @@ class Fitter:
         start_time = time.perf_counter()
         torch.manual_seed(self.seed)
         prob = self._set_up(data, y0)
+        self._start_from_data = y0 is None
         trainable = [p for p in self._modules_params() if p.requires_grad]
         if not trainable:
             raise InvalidInputError("nothing to learn: the model has no trainable parameters")
@@ -284,11 +288,21 @@ class Fitter:
 
     # -- results ---------------------------------------------------------------------------
     def _finish(self, prob: FitProblem) -> None:
+        self.warnings_: list[str] = []
         if self.interrupted_:
             # a stop must stay quick: no tight-tolerance polish or uncertainties mid-fit
             self.uncertainties_ = {k: np.full_like(v, np.nan) for k, v in prob.physical().items()}
+            self.noise_ = {}
         else:
-            self.uncertainties_ = gauss_newton(self._objective)
+            finish = least_squares_finish(self._objective)
+            self.uncertainties_ = finish.sigma
+            self.noise_ = finish.noise
+            if not finish.clean and self._start_from_data and prob.start.learn != "all":
+                self.warnings_.append(
+                    "the data are noisy but the start is their first sample, held fixed: the "
+                    "uncertainties leave out its noise and are too small; learn y0 as well "
+                    "(learn=('masses', 'y0'), CLI --learn masses,y0)"
+                )
         self.undetermined_ = _undetermined(self.uncertainties_)
         self.params_ = prob.physical()
         with torch.no_grad():

@@ -137,8 +137,10 @@ def sensitivities(
         raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(RK_METHODS)}")
     tab = RK_METHODS[method]
     opts = _check_options(options, tab, "forward", y0, rtol)
-    chosen = _collect_params(func, params, y0)
-    chosen = chosen if params is not None else [p for p in chosen if p.requires_grad]
+    if params is None:  # the module's parameters that require grad
+        chosen = [p for p in _collect_params(func, None, y0) if p.requires_grad]
+    else:  # exactly the tensors given (the module's others are held fixed)
+        chosen = _collect_params(None, params, y0)
     _check_finite(y0)
     stats = SolverStats()
     problem = Problem(func, tab, t_out, rtol, atol, opts, stats)

@@ -59,6 +59,7 @@ def fake_fitter(data: Trajectory, seed: int = 1, interrupted: bool = False) -> S
         },
         params_={"masses": masses, "G": np.float64(1.0)},
         uncertainties_={"masses": rng.uniform(size=3) * 1e-4, "G": np.array(np.nan)},
+        noise_={"positions": float(rng.uniform()) * 1e-3, "velocities": float(rng.uniform())},
         history_={
             "epoch": np.arange(n_epochs),
             "loss": rng.uniform(size=n_epochs),
@@ -106,6 +107,7 @@ def test_round_trip_is_exact(tmp_path: Path, data_file: tuple[Path, Trajectory])
     rec = read_fit(out)
 
     assert rec.settings == fitter.settings_
+    assert rec.noise == fitter.noise_  # float64 attributes: bit-exact
     for got, want in ((rec.params, fitter.params_), (rec.uncertainties, fitter.uncertainties_)):
         assert got.keys() == want.keys()
         for key in want:
