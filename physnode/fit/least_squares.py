@@ -49,6 +49,8 @@ CLEAN = 1e-8
 #: parameters): far below the statistical error of any fit, and ~3 evaluations from a point
 #: the optimiser left near the optimum
 STOP = 1e-10
+#: solved points kept (residuals and Jacobian): the start and the latest ones
+CACHED_POINTS = 4
 #: evaluations (one sensitivity solve each) one Levenberg–Marquardt run may take
 MAX_EVALUATIONS = 30
 
@@ -158,14 +160,20 @@ class _Residuals:
         self.index = prob.index
         self.kinds = _kinds(prob)
         self.evaluations = 0
-        self._cache: tuple[bytes, np.ndarray, np.ndarray] | None = None
+        # the points solved so far (a few: the start, the last trials), so that no point is
+        # solved twice (the start's cost is read again at the end)
+        self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+        self._first: bytes | None = None
 
     def raw(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unweighted residuals ``(m, M)`` and their Jacobian ``(m, M, P)`` at ``x``."""
         key = x.tobytes()
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, *self._solve(x))
-        return self._cache[1], self._cache[2]
+        if key not in self._cache:
+            if len(self._cache) >= CACHED_POINTS:  # drop the oldest but the start
+                self._cache.pop(next(k for k in self._cache if k != self._first))
+            self._cache[key] = self._solve(x)
+            self._first = self._first or key
+        return self._cache[key]
 
     def _solve(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.space.set(x)
