@@ -35,7 +35,7 @@ from physnode.fit import Fitter
 from physnode.systems import NBody, random_nbody
 
 TRUE_MASSES = np.array([0.7, 1.6, 1.1])
-GRADS = ("aca", "adjoint", "backprop", "naive")
+GRADS = ("aca", "adjoint", "backprop", "naive", "forward")
 
 
 # -- data ------------------------------------------------------------------------------------

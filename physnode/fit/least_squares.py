@@ -51,8 +51,10 @@ CLEAN = 1e-8
 STOP = 1e-10
 #: solved points kept (residuals and Jacobian): the start and the latest ones
 CACHED_POINTS = 4
-#: evaluations (one sensitivity solve each) one Levenberg–Marquardt run may take
-MAX_EVALUATIONS = 30
+#: evaluations (one sensitivity solve each) one Levenberg–Marquardt run may take: near an
+#: optimum it needs ~3 (twice that leaves room for a rejected step); more means the optimiser stopped far from one, and the finish stops
+#: rather than spend minutes doing the optimiser's work (the fit then says so)
+MAX_EVALUATIONS = 6
 
 
 @dataclass
@@ -66,6 +68,9 @@ class Finish:
         cost_start, cost_end: half the sum of squared weighted residuals (final weights) at the
             start and at the end.
         clean: the residuals are at the solver's error level (no noise to speak of).
+        converged: Levenberg–Marquardt converged within :data:`MAX_EVALUATIONS`; ``False``
+            means the optimiser left the fit far from the optimum (the σ describe a point
+            that is not one).
     """
 
     sigma: dict[str, np.ndarray]
@@ -74,6 +79,7 @@ class Finish:
     cost_start: float = float("nan")
     cost_end: float = float("nan")
     clean: bool = True
+    converged: bool = True
 
 
 def least_squares_finish(objective: Objective) -> Finish:
@@ -86,9 +92,11 @@ def least_squares_finish(objective: Objective) -> Finish:
     model = _Residuals(objective, space)
     x0 = space.get()
     scale = prob.scale.detach().cpu().double().numpy()
-    x, weights = x0, scale
+    x, weights, clean = x0, scale, True
     for _ in range(NOISE_ROUNDS):
-        x = _levenberg_marquardt(model, x, weights)
+        x, converged = _levenberg_marquardt(model, x, weights)
+        if not converged:
+            break  # far from the optimum: the optimiser's job, not the finish's; said below
         noise = model.noise(x, weights)
         clean = bool(np.all(noise < CLEAN * scale))
         if clean:
@@ -110,6 +118,7 @@ def least_squares_finish(objective: Objective) -> Finish:
         cost_start=cost_start,
         cost_end=min(cost_end, cost_start),
         clean=clean,
+        converged=converged,
     )
 
 
@@ -237,15 +246,20 @@ def _kinds(prob: FitProblem) -> dict[str, np.ndarray]:
     return {names[k // nd]: np.arange(k, min(k + nd, m)) for k in range(0, m, nd)}
 
 
-def _levenberg_marquardt(model: _Residuals, x0: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """One MINPACK Levenberg–Marquardt run from ``x0`` under fixed ``weights``."""
+def _levenberg_marquardt(
+    model: _Residuals, x0: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """One MINPACK Levenberg–Marquardt run from ``x0`` under fixed ``weights``: the point it
+    reached and whether it converged (``False``: it ran out of evaluations)."""
     result = scipy.optimize.least_squares(
         lambda x: model.weighted(x, weights)[0], x0,
         jac=lambda x: model.weighted(x, weights)[1],
         method="lm", x_scale="jac", ftol=STOP, xtol=STOP, gtol=STOP,
         max_nfev=MAX_EVALUATIONS,
     )  # fmt: skip
-    return result.x if np.all(np.isfinite(result.x)) else x0
+    if not np.all(np.isfinite(result.x)):
+        return x0, False
+    return result.x, result.status > 0
 
 
 def _sigma(model: _Residuals, space: _Space, x: np.ndarray, weights: np.ndarray) -> np.ndarray:
