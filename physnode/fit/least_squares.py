@@ -52,8 +52,9 @@ STOP = 1e-10
 #: solved points kept (residuals and Jacobian): the start and the latest ones
 CACHED_POINTS = 4
 #: evaluations (one sensitivity solve each) one Levenberg–Marquardt run may take: near an
-#: optimum it needs ~3 (twice that leaves room for a rejected step); more means the optimiser stopped far from one, and the finish stops
-#: rather than spend minutes doing the optimiser's work (the fit then says so)
+#: optimum it needs ~3 (twice that leaves room for a rejected step); more means the
+#: optimiser stopped far from one, and the finish stops rather than spend minutes doing the
+#: optimiser's work (the fit then says so)
 MAX_EVALUATIONS = 6
 
 
