@@ -37,6 +37,7 @@ SolverMethod = choice_enum("SolverMethod", Fitter.CONSTRAINTS["method"].choices)
 GradMethod = choice_enum("GradMethod", Fitter.CONSTRAINTS["grad"].choices)
 FitModel = choice_enum("FitModel", Fitter.CONSTRAINTS["model"].choices)
 Schedule = choice_enum("Schedule", Fitter.CONSTRAINTS["schedule"].choices)
+Correction = choice_enum("Correction", Fitter.CONSTRAINTS["correction"].choices)
 
 #: Defaults of :func:`physnode.simulate.simulate` and of :class:`physnode.fit.Fitter`.
 SIMULATE_DEFAULTS = signature_defaults(simulate)

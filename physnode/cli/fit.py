@@ -25,7 +25,7 @@ from rich.table import Table
 from physnode.cli._errors import err_console, fail, handle_errors
 from physnode.cli._progress import progress_bar
 from physnode.cli.choices import FIT_DEFAULTS as DEFAULT
-from physnode.cli.choices import FitModel, GradMethod, Schedule, SolverMethod, plain
+from physnode.cli.choices import Correction, FitModel, GradMethod, Schedule, SolverMethod, plain
 from physnode.cli.options import (
     Atol,
     Device,
@@ -60,6 +60,13 @@ TrainUntil = Annotated[
     typer.Option(help="End of the training window; later data is for extrapolation."),
 ]
 ScheduleOpt = Annotated[Schedule, typer.Option(help="Training schedule.")]
+CorrectionOpt = Annotated[
+    Correction,
+    typer.Option(
+        help="Hybrid model's correction: per-body field, pair term, their conservative "
+        "variants, or a full-state MLP; auto: field for particle data, else mlp."
+    ),
+]
 Output = output_option("Fit file (default fit.h5; with --resume: the resumed file).")
 Resume = Annotated[Path | None, typer.Option(help="Continue the fit stored in this fit file.")]
 
@@ -152,6 +159,8 @@ def _settings(options: dict[str, Any], resume_settings: dict[str, Any] | None) -
         for key, value in resume_settings.items():
             if key in accepted:
                 settings[key] = _from_file(key, value)
+        if settings.get("model") == "hybrid" and "correction" not in resume_settings:
+            settings["correction"] = "mlp"  # files from before corrections had kinds
         for key, value in options.items():
             if value is None or key in RESUME_MAY_CHANGE or key not in settings:
                 continue
@@ -269,6 +278,7 @@ def fit_command(
     lr: Lr = DEFAULT["lr"],
     train_until: TrainUntil = DEFAULT["train_until"],
     schedule: ScheduleOpt = Schedule(DEFAULT["schedule"]),
+    correction: CorrectionOpt = Correction(DEFAULT["correction"]),
     seed: Seed = DEFAULT["seed"],
     device: Device = DEFAULT["device"],
     output: Output = None,

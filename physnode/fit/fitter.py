@@ -24,6 +24,7 @@ from physnode.fit.problem import MODELS, OBSERVE, FitProblem, build_problem
 from physnode.fit.schedule import SCHEDULES, Cursor, Stopped, Training, adam_optimizer, plan
 from physnode.fit.shooting import Shooting
 from physnode.fit.state import fit_state, load_fit_state, load_module_state
+from physnode.models import AUTO, CORRECTION_KINDS
 from physnode.solver import ADAPTIVE_METHODS, GRAD_METHODS
 
 __all__ = ["MODELS", "SCHEDULES", "Fitter"]
@@ -36,7 +37,8 @@ class Fitter:
 
     Args:
         model: ``"physics"`` (known equations, learnable parameters), ``"hybrid"`` (physics plus
-            a zero-initialised MLP correction) or ``"neural"`` (a pure neural ODE).
+            a zero-initialised neural correction, of kind ``correction``) or ``"neural"`` (a
+            pure neural ODE).
         learn: what to learn: physical parameters of the system (``"masses"``, ``"G"``, ``"g"``,
             ...) and optionally the initial state (``"y0"``, or only ``"velocities"``).
         grad: gradient method of the solver: ``aca`` (default), ``adjoint``, ``backprop``,
@@ -56,6 +58,11 @@ class Fitter:
         hidden: width of the neural correction.
         init_masses: starting masses when they are learned (scalar or one per body; default 1).
         observe: ``"auto"`` (positions and velocities when present) or ``"positions"``.
+        correction: the hybrid model's kind of correction, one of
+            :data:`physnode.models.CORRECTIONS` (``field``, ``pairwise``, their
+            ``-conservative`` variants: particle data only; ``mlp``: any data) or ``"auto"``
+            (default: ``field`` for particle data, ``mlp`` otherwise; provisional, see
+            docs/FITTING.md "Corrections"). Other models refuse any but ``"auto"``.
 
     After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ from the covariance of the
     least-squares finish, see :mod:`physnode.fit.least_squares`; ``inf`` where the data cannot
@@ -64,7 +71,8 @@ class Fitter:
     makes the result doubtful, in words), ``history_``,
     ``train_rmse_``, ``extrapolation_rmse_``, ``prediction_`` (a Trajectory at every data time),
     ``network_state_``, ``state_`` (resumable), ``interrupted_``, ``wall_time_``,
-    ``train_until_``, ``settings_``, ``model_``.
+    ``train_until_``, ``settings_``, ``model_``, ``correction_`` (the kind the hybrid model
+    used, ``"auto"`` resolved; ``None`` for the other models).
     """
 
     #: What each setting may be, declared once: :meth:`fit` checks the settings against it and
@@ -77,6 +85,7 @@ class Fitter:
         "method": Options(ADAPTIVE_METHODS),
         "schedule": Options(SCHEDULES),
         "observe": Options(OBSERVE),
+        "correction": Options((AUTO, *CORRECTION_KINDS)),
         "epochs": Interval(int, 0, None),
         "lbfgs_steps": Interval(int, 0, None),
         "hidden": Interval(int, 0, None),
@@ -105,6 +114,7 @@ class Fitter:
         hidden: int = 32,
         init_masses: float | Sequence[float] | None = None,
         observe: str = "auto",
+        correction: str = AUTO,
     ) -> None:
         self.model = model
         self.learn = tuple(learn)
@@ -122,6 +132,7 @@ class Fitter:
         self.hidden = hidden
         self.init_masses = init_masses
         self.observe = observe
+        self.correction = correction
 
     # -- settings ------------------------------------------------------------------------
     def _check_settings(self) -> None:
@@ -135,10 +146,16 @@ class Fitter:
             constraint.check(name, value)
         if not self.learn and self.model == "physics":
             raise InvalidInputError("nothing to learn: give learn=('masses',) or similar")
+        if self.correction != AUTO and self.model != "hybrid":
+            raise InvalidInputError(
+                f"correction={self.correction!r} is for model='hybrid'; the {self.model!r} "
+                "model has no correction (leave correction at 'auto')"
+            )
 
     @property
     def settings_(self) -> dict:
-        """Every constructor setting, as JSON-simple values."""
+        """Every constructor setting, as JSON-simple values; after a hybrid fit, ``correction``
+        is the kind used (``"auto"`` resolved), so a resumed fit builds the same network."""
         return {
             "model": self.model,
             "learn": ",".join(self.learn),
@@ -158,6 +175,7 @@ class Fitter:
             if self.init_masses is None
             else ",".join(str(float(m)) for m in np.atleast_1d(self.init_masses)),
             "observe": self.observe,
+            "correction": getattr(self, "correction_", None) or self.correction,
         }
 
     # -- the fit -------------------------------------------------------------------------
@@ -216,9 +234,10 @@ class Fitter:
         prob = build_problem(
             data, model=self.model, learn=self.learn, train_until=self.train_until,
             hidden=self.hidden, init_masses=self.init_masses, observe=self.observe, y0=y0,
-            seed=self.seed, device=self.device,
+            seed=self.seed, device=self.device, correction=self.correction,
         )  # fmt: skip
         self._prob = prob
+        self.correction_ = prob.correction
         self._objective = Objective(
             prob, method=self.method, rtol=self.rtol, atol=self.atol, grad=self.grad,
             device=self.device,
@@ -297,11 +316,18 @@ class Fitter:
             finish = least_squares_finish(self._objective)
             self.uncertainties_ = finish.sigma
             self.noise_ = finish.noise
+            if not finish.converged:
+                self.warnings_.append(
+                    "the least-squares finish did not converge: the optimiser stopped far from "
+                    "the optimum, so the parameters and their uncertainties are not final; "
+                    "give more epochs or lbfgs_steps"
+                )
             if not finish.clean and self._start_from_data and prob.start.learn != "all":
                 self.warnings_.append(
-                    "the data are noisy but the start is their first sample, held fixed: the "
-                    "uncertainties leave out its noise and are too small; learn y0 as well "
-                    "(learn=('masses', 'y0'), CLI --learn masses,y0)"
+                    "the residuals are well above the solver's error (noise in the data, or "
+                    "physics the model lacks) while the start is the first sample, held fixed: "
+                    "if the data are noisy, the uncertainties leave out its noise and are too "
+                    "small; learn y0 as well (learn=('masses', 'y0'), CLI --learn masses,y0)"
                 )
         self.undetermined_ = _undetermined(self.uncertainties_)
         self.params_ = prob.physical()

@@ -12,7 +12,8 @@ from torch import nn
 
 from physnode.data import Trajectory
 from physnode.errors import DataError, InvalidInputError
-from physnode.models import HybridModel, InitialState, NeuralODE
+from physnode.models import AUTO, CorrectionScales, HybridModel, InitialState, NeuralODE
+from physnode.models.registry import is_particle_system, resolve_correction
 from physnode.systems import SYSTEMS, NBody, make_system
 from physnode.systems.base import System, inverse_softplus
 
@@ -37,6 +38,8 @@ class FitProblem:
         learned: names of the learned physical parameters.
         particles: ``(N, D)`` for particle data, else ``None``.
         state_names: names of the state components for state data, else ``None``.
+        correction: the kind of the hybrid model's correction (``"auto"`` resolved), else
+            ``None``.
     """
 
     model: nn.Module
@@ -50,6 +53,7 @@ class FitProblem:
     learned: tuple[str, ...]
     particles: tuple[int, int] | None
     state_names: tuple[str, ...] | None
+    correction: str | None = None
 
     def residual(self, ys: torch.Tensor, m: int) -> torch.Tensor:
         """Scaled misfit of a solution ``ys`` (shape ``(m, D)``) at the first ``m`` data
@@ -112,8 +116,11 @@ def build_problem(
     y0: torch.Tensor | None,
     seed: int,
     device: str,
+    correction: str = AUTO,
 ) -> FitProblem:
-    """Build the model and the observations from ``data`` (see :class:`FitProblem`)."""
+    """Build the model and the observations from ``data`` (see :class:`FitProblem`);
+    ``correction`` is the kind of the hybrid model's correction (see
+    :data:`physnode.models.CORRECTIONS`; other models refuse any but ``"auto"``)."""
     times = _data_times(data)
     n_train = _training_samples(times, train_until)
     torch.manual_seed(seed)
@@ -127,7 +134,9 @@ def build_problem(
         raise DataError("the data hold neither positions nor a state")
     if seen.system is not None and physical:
         seen.system.set_learnable(list(physical))
-    net, system = _make_model(model, seen, hidden)
+    kind = _correction_kind(model, correction, seen)
+    spec = _Network(hidden, kind, _scales(seen, times, n_train, kind))
+    net, system = _make_model(model, seen, spec)
     start = _initial_state(seen, y0)
     observed = torch.as_tensor(seen.observations, dtype=torch.float64)
     scale = _observation_scale(observed[:n_train], seen.particles, len(seen.index))
@@ -143,6 +152,7 @@ def build_problem(
         learned=physical,
         particles=seen.particles,
         state_names=seen.state_names,
+        correction=kind,
     )
 
 
@@ -219,22 +229,34 @@ def _observe_state(
 
 
 # -- models ------------------------------------------------------------------------------------
-def _physics_model(seen: _Observed, hidden: int, typical: float) -> nn.Module:
-    del hidden, typical  # no network
+class _Network(NamedTuple):
+    """What a model's network is built from."""
+
+    hidden: int  # width of its hidden layers
+    correction: str | None  # the hybrid model's kind of correction (resolved), else None
+    scales: CorrectionScales  # typical magnitudes of the training data
+
+
+def _physics_model(seen: _Observed, spec: _Network) -> nn.Module:
+    del spec  # no network
     return HybridModel(seen.system)
 
 
-def _hybrid_model(seen: _Observed, hidden: int, typical: float) -> nn.Module:
-    return HybridModel.with_mlp(seen.system, hidden=hidden, scale=typical)
+def _hybrid_model(seen: _Observed, spec: _Network) -> nn.Module:
+    return HybridModel.with_correction(
+        seen.system, spec.correction or AUTO, spec.scales, hidden=spec.hidden
+    )
 
 
-def _neural_model(seen: _Observed, hidden: int, typical: float) -> nn.Module:
+def _neural_model(seen: _Observed, spec: _Network) -> nn.Module:
     dim = len(seen.start)
-    return NeuralODE(dim, second_order=seen.second_order, hidden=hidden, scale=typical)
+    return NeuralODE(
+        dim, second_order=seen.second_order, hidden=spec.hidden, scale=spec.scales.state
+    )
 
 
 #: How each ``model`` choice builds its vector field from the observations.
-MODEL_BUILDERS: dict[str, Callable[[_Observed, int, float], nn.Module]] = {
+MODEL_BUILDERS: dict[str, Callable[[_Observed, _Network], nn.Module]] = {
     "physics": _physics_model,
     "hybrid": _hybrid_model,
     "neural": _neural_model,
@@ -243,15 +265,55 @@ MODEL_BUILDERS: dict[str, Callable[[_Observed, int, float], nn.Module]] = {
 MODELS = tuple(MODEL_BUILDERS)
 
 
-def _make_model(model: str, seen: _Observed, hidden: int) -> tuple[nn.Module, System | None]:
+def _make_model(model: str, seen: _Observed, spec: _Network) -> tuple[nn.Module, System | None]:
     """The vector field, and the physics it contains (``None`` for a neural ODE)."""
     builder = MODEL_BUILDERS.get(model)
     if builder is None:
         raise InvalidInputError(f"unknown model {model!r}; choose one of {list(MODELS)}")
-    # the network sees the state divided by a typical magnitude of the initial state
-    typical = float(np.sqrt(np.mean(seen.start**2))) or 1.0
-    net = builder(seen, hidden, typical)
+    net = builder(seen, spec)
     return net, None if model == "neural" else seen.system
+
+
+def _correction_kind(model: str, correction: str, seen: _Observed) -> str | None:
+    """The hybrid model's kind of correction (``"auto"`` resolved for the data); ``None`` for
+    the other models, which refuse an explicit kind."""
+    if model != "hybrid":
+        if correction != AUTO:
+            raise InvalidInputError(
+                f"correction={correction!r} is for model='hybrid'; the {model!r} model has no "
+                "correction (leave correction at 'auto')"
+            )
+        return None
+    return resolve_correction(correction, seen.system)
+
+
+def _scales(seen: _Observed, times: np.ndarray, n_train: int, kind: str | None) -> CorrectionScales:
+    """Typical magnitudes of the training window (:class:`CorrectionScales`).
+
+    ``state``, what the full-state networks divide by, is the RMS of the initial state. For
+    particle data and a particle kind of correction: the positions and velocities of the
+    training window (velocities by finite differences where unobserved) and the physics'
+    accelerations along them, at its starting parameters (finite differences of the velocities
+    where the physics gives none); noise-robust, unlike second differences of positions.
+    """
+    state = float(np.sqrt(np.mean(seen.start**2))) or 1.0
+    if seen.particles is None or kind is None or not is_particle_system(seen.system):
+        return CorrectionScales(state=state)
+    n, d = seen.particles
+    t = times[:n_train]
+    q = seen.observations[:n_train, : n * d].reshape(n_train, n, d)
+    if seen.observations.shape[1] >= 2 * n * d:
+        v = seen.observations[:n_train, n * d : 2 * n * d].reshape(n_train, n, d)
+    else:
+        v = np.gradient(q, t, axis=0)
+    with torch.no_grad():
+        # positions then velocities, as the state lays them out
+        y = torch.as_tensor(np.concatenate([q.reshape(n_train, -1), v.reshape(n_train, -1)], 1))
+        f = seen.system(torch.zeros((), dtype=torch.float64), y)
+    a = f[:, n * d :].numpy().reshape(n_train, n, d)
+    if not np.any(a):
+        a = np.gradient(v, t, axis=0)
+    return CorrectionScales.from_particles(q, v, a, state=state)
 
 
 def _initial_state(seen: _Observed, y0: torch.Tensor | None) -> InitialState:

@@ -2,5 +2,27 @@
 
 from physnode.models.correction import MLPCorrection
 from physnode.models.hybrid import HybridModel, InitialState, NeuralODE
+from physnode.models.registry import AUTO, CORRECTION_KINDS, CORRECTIONS, resolve_correction
+from physnode.models.structured import (
+    CorrectionScales,
+    FieldCorrection,
+    FieldPotential,
+    PairPotential,
+    PairwiseCorrection,
+)
 
-__all__ = ["HybridModel", "InitialState", "MLPCorrection", "NeuralODE"]
+__all__ = [
+    "AUTO",
+    "CORRECTIONS",
+    "CORRECTION_KINDS",
+    "CorrectionScales",
+    "FieldCorrection",
+    "FieldPotential",
+    "HybridModel",
+    "InitialState",
+    "MLPCorrection",
+    "NeuralODE",
+    "PairPotential",
+    "PairwiseCorrection",
+    "resolve_correction",
+]

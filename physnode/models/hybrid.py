@@ -7,6 +7,8 @@ from torch import Tensor, nn
 
 from physnode.errors import InvalidInputError
 from physnode.models.correction import MLPCorrection
+from physnode.models.registry import AUTO, CORRECTIONS, resolve_correction
+from physnode.models.structured import CorrectionScales, StructuredCorrection
 from physnode.systems.base import System
 
 
@@ -19,8 +21,11 @@ class HybridModel(nn.Module):
     Args:
         system: the known physics (its chosen parameters made learnable beforehand with
             ``system.set_learnable``).
-        correction: ``None`` (pure physics) or a module mapping the state to the correction
-            (``MLPCorrection`` of width ``D`` → ``D/2`` or ``D``).
+        correction: ``None`` (pure physics), a module mapping the state to the correction
+            (``MLPCorrection`` of width ``D`` → ``D/2`` or ``D``), or a
+            :class:`~physnode.models.structured.StructuredCorrection`, which is also handed
+            the system's current masses. :meth:`with_correction` builds any kind of
+            :data:`~physnode.models.registry.CORRECTIONS`.
     """
 
     def __init__(self, system: System, correction: nn.Module | None = None) -> None:
@@ -39,6 +44,32 @@ class HybridModel(nn.Module):
         out = d // 2 if system.second_order else d
         return cls(system, MLPCorrection(d, out, hidden, depth, scale, dtype=dtype))
 
+    @classmethod
+    def with_correction(
+        cls, system: System, kind: str = AUTO, scales: CorrectionScales | None = None,
+        hidden: int = 32, depth: int = 2, dtype: torch.dtype = torch.float64,
+    ) -> HybridModel:  # fmt: skip
+        """A hybrid model whose correction is a zero-initialised network of ``kind`` (one of
+        :data:`~physnode.models.registry.CORRECTIONS`, or ``"auto"``: ``field`` for particle
+        systems, ``mlp`` otherwise).
+
+        Args:
+            system: the known physics.
+            kind: the kind of correction.
+            scales: typical magnitudes of the data the inputs and outputs are scaled by
+                (default: all 1, the data's own units).
+            hidden, depth: width and number of hidden layers of the network.
+            dtype: of the weights (the state's).
+        """
+        kind = resolve_correction(kind, system)
+        scales = CorrectionScales() if scales is None else scales
+        return cls(system, CORRECTIONS[kind].build(system, scales, hidden, depth, dtype))
+
+    @property
+    def conservative(self) -> bool:
+        """Whether the correction (if any) is minus the gradient of a learned potential."""
+        return self.correction is None or bool(getattr(self.correction, "conservative", False))
+
     @property
     def autonomous(self) -> bool:
         """Autonomous when the physics is (the correction depends on the state only)."""
@@ -48,7 +79,10 @@ class HybridModel(nn.Module):
         f = self.system(t, y)
         if self.correction is None:
             return f
-        g = self.correction(y)
+        if isinstance(self.correction, StructuredCorrection):
+            g = self.correction(y, self.system.param("masses", y))
+        else:
+            g = self.correction(y)
         if self.system.second_order:
             half = y.shape[-1] // 2
             return torch.cat([f[..., :half], f[..., half:] + g], dim=-1)
@@ -57,6 +91,19 @@ class HybridModel(nn.Module):
     def physical_parameters(self) -> dict[str, Tensor]:
         """Current values of the system's physical parameters."""
         return self.system.physical_parameters()
+
+    def energy(self, y: Tensor) -> Tensor:
+        """The physics' energy plus the learned potential energy of a conservative correction,
+        shape ``y.shape[:-1]``: conserved along solutions where the physics' energy is."""
+        if not self.conservative:
+            raise InvalidInputError(
+                "this hybrid model's correction is not conservative: it has no energy; use a "
+                "conservative kind ('field-conservative', 'pairwise-conservative')"
+            )
+        energy = self.system.energy(y)
+        if self.correction is None:
+            return energy
+        return energy + self.correction.potential_energy(y, self.system.param("masses", y))
 
 
 class NeuralODE(nn.Module):

@@ -60,8 +60,11 @@ def test_fit_help_lists_the_registries_and_the_fitter_defaults() -> None:
     assert choices_of(text, "--grad") == list(GRAD_METHODS)
     assert choices_of(text, "--method") == list(ADAPTIVE_METHODS)
     assert choices_of(text, "--schedule") == list(SCHEDULES)
+    assert choices_of(text, "--correction") == list(Fitter.CONSTRAINTS["correction"].choices)
     defaults = {k: p.default for k, p in inspect.signature(Fitter.__init__).parameters.items()}
-    for name in ("model", "grad", "method", "rtol", "atol", "epochs", "lr", "schedule", "seed"):
+    names = ("model", "grad", "method", "rtol", "atol", "epochs", "lr", "schedule", "seed",
+             "correction")  # fmt: skip
+    for name in names:
         assert default_of(text, f"--{name}") == str(defaults[name]), name
     assert default_of(text, "--learn") == ",".join(defaults["learn"])
 

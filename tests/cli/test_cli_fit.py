@@ -242,3 +242,13 @@ def test_readme_main_job_recovers_masses_from_a_wrong_guess() -> None:
     masses = read_fit("fit.h5").params["masses"]
     np.testing.assert_allclose(masses, [0.8, 1.3, 1.0], rtol=1e-6)
     assert read_fit("fit.h5").history["loss"][0] > 1e-3  # it did start away from the answer
+
+
+def test_resuming_a_hybrid_fit_from_before_corrections_keeps_its_mlp() -> None:
+    """Fit files written before correction kinds existed have no ``correction`` setting; their
+    hybrid was the full-state MLP, so a resume must rebuild that, not today's default."""
+    from physnode.cli.fit import _settings
+
+    old = {"model": "hybrid", "learn": "masses", "epochs": 5}
+    assert _settings({}, old)["correction"] == "mlp"
+    assert "correction" not in _settings({}, {"model": "physics", "learn": "masses"})

@@ -89,6 +89,17 @@ def test_noisy_data_with_a_fixed_start_are_flagged():
     assert Fitter(learn=("masses",), epochs=10, lbfgs_steps=20).fit(clean).warnings_ == []
 
 
+def test_an_unconverged_finish_is_flagged(monkeypatch: pytest.MonkeyPatch):
+    """When Levenberg–Marquardt runs out of evaluations (here: allowed only one) the fit says
+    its parameters and uncertainties are not final instead of reporting them silently."""
+    import physnode.fit.least_squares as least_squares
+
+    monkeypatch.setattr(least_squares, "MAX_EVALUATIONS", 1)
+    _, data = _three_d_data(0.0)
+    fitter = Fitter(epochs=2, lbfgs_steps=0).fit(data)
+    assert any("did not converge" in w for w in fitter.warnings_), fitter.warnings_
+
+
 def test_resume_reaches_the_uninterrupted_result():
     """Stop after 7 epochs, resume from the state: same parameters and loss history as one
     straight run (bit-identical: deterministic CPU arithmetic, the same operations in the same

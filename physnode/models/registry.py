@@ -1,0 +1,142 @@
+"""The kinds of neural correction a hybrid model can carry, declared once.
+
+:data:`CORRECTIONS` is what :meth:`HybridModel.with_correction`, ``Fitter(correction=...)``
+and ``physnode fit --correction`` read; adding a kind is one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from physnode.errors import InvalidInputError
+from physnode.models.correction import MLPCorrection
+from physnode.models.structured import (
+    CorrectionScales,
+    FieldCorrection,
+    FieldPotential,
+    PairPotential,
+    PairwiseCorrection,
+)
+from physnode.systems.base import System
+
+__all__ = ["AUTO", "CORRECTIONS", "CORRECTION_KINDS", "CorrectionKind", "resolve_correction"]
+
+Builder = Callable[[System, CorrectionScales, int, int, torch.dtype], nn.Module]
+
+
+@dataclass(frozen=True)
+class CorrectionKind:
+    """One kind of correction.
+
+    Attributes:
+        name: what ``correction=`` and ``--correction`` accept.
+        particles: it needs particle data (bodies with positions, velocities and masses).
+        conservative: it is minus the gradient of a learned potential.
+        description: one line for the docs.
+        build: ``build(system, scales, hidden, depth, dtype)`` → the correction module.
+    """
+
+    name: str
+    particles: bool
+    conservative: bool
+    description: str
+    build: Builder
+
+
+def _mass(system: System) -> float:
+    """The mean of the system's current masses: the pair terms' typical mass."""
+    return float(system.param("masses").detach().mean())
+
+
+def _field(
+    system: System, scales: CorrectionScales, hidden: int, depth: int, dtype: torch.dtype
+) -> nn.Module:
+    return FieldCorrection(system.n_bodies, system.dim, scales, hidden, depth, dtype=dtype)
+
+
+def _pairwise(
+    system: System, scales: CorrectionScales, hidden: int, depth: int, dtype: torch.dtype
+) -> nn.Module:
+    n, d = system.n_bodies, system.dim
+    return PairwiseCorrection(n, d, scales, _mass(system), hidden, depth, dtype=dtype)
+
+
+def _field_potential(
+    system: System, scales: CorrectionScales, hidden: int, depth: int, dtype: torch.dtype
+) -> nn.Module:
+    return FieldPotential(system.n_bodies, system.dim, scales, hidden, depth, dtype=dtype)
+
+
+def _pair_potential(
+    system: System, scales: CorrectionScales, hidden: int, depth: int, dtype: torch.dtype
+) -> nn.Module:
+    n, d = system.n_bodies, system.dim
+    return PairPotential(n, d, scales, _mass(system), hidden, depth, dtype=dtype)
+
+
+def _mlp(
+    system: System, scales: CorrectionScales, hidden: int, depth: int, dtype: torch.dtype
+) -> nn.Module:
+    d = system.dimension
+    out = d // 2 if system.second_order else d
+    return MLPCorrection(d, out, hidden, depth, scales.state, dtype=dtype)
+
+
+_KINDS = (
+    CorrectionKind(
+        "field", particles=True, conservative=False, build=_field,
+        description="one network g(q_i, v_i) shared by every body",
+    ),
+    CorrectionKind(
+        "pairwise", particles=True, conservative=False, build=_pairwise,
+        description="central pair term Σ_j m_j h(|r_ij|) r_ij / |r_ij|",
+    ),
+    CorrectionKind(
+        "field-conservative", particles=True, conservative=True, build=_field_potential,
+        description="a_i = -∇U(q_i), U one network of position",
+    ),
+    CorrectionKind(
+        "pairwise-conservative", particles=True, conservative=True, build=_pair_potential,
+        description="a_i = -(1/m_i) ∇_i Σ_{i<j} m_i m_j V(|r_ij|), V one network",
+    ),
+    CorrectionKind(
+        "mlp", particles=False, conservative=False, build=_mlp,
+        description="one MLP of the whole state (any system)",
+    ),
+)  # fmt: skip
+#: Every kind of correction by name, in the order ``--help`` lists them.
+CORRECTIONS: dict[str, CorrectionKind] = {k.name: k for k in _KINDS}
+#: The names of the kinds.
+CORRECTION_KINDS: tuple[str, ...] = tuple(CORRECTIONS)
+#: ``correction="auto"``: ``field`` for particle systems, ``mlp`` otherwise (provisional,
+#: pending the hidden-physics benchmark of issue 9; docs/FITTING.md "Corrections").
+AUTO = "auto"
+
+
+def is_particle_system(system: System) -> bool:
+    """Whether ``system`` is bodies with masses (what the particle kinds need)."""
+    return bool(getattr(system, "particles", False)) and hasattr(system, "n_bodies")
+
+
+def resolve_correction(kind: str, system: System) -> str:
+    """The kind ``kind`` means for ``system``: ``"auto"`` becomes ``"field"`` for particles and
+    ``"mlp"`` otherwise. Raises :class:`InvalidInputError` for an unknown kind or a particle
+    kind on a system without bodies."""
+    particles = is_particle_system(system)
+    if kind == AUTO:
+        return "field" if particles else "mlp"
+    if kind not in CORRECTIONS:
+        raise InvalidInputError(
+            f"unknown correction {kind!r}; choose one of {[AUTO, *CORRECTION_KINDS]}"
+        )
+    if CORRECTIONS[kind].particles and not particles:
+        name = type(system).__name__
+        raise InvalidInputError(
+            f"the {kind!r} correction needs particle data (bodies with masses); the {name} "
+            "system has none: use correction='mlp' (CLI --correction mlp)"
+        )
+    return kind
