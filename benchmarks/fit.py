@@ -187,9 +187,11 @@ def part_hidden(args) -> None:
     configs = [("physics", {"model": "physics", "epochs": 30, "lbfgs_steps": 40})]
     for spec in args.hybrid:
         epochs, lr, hidden, lbfgs = spec.split(",")
-        configs.append((f"hybrid e={epochs} lr={lr} h={hidden} lbfgs={lbfgs}",
-                        {"model": "hybrid", "epochs": int(epochs), "lr": float(lr),
-                         "hidden": int(hidden), "lbfgs_steps": int(lbfgs)}))  # fmt: skip
+        for kind in args.corrections.split(","):
+            configs.append((f"hybrid {kind} e={epochs} lr={lr} h={hidden} lbfgs={lbfgs}",
+                            {"model": "hybrid", "correction": kind, "epochs": int(epochs),
+                             "lr": float(lr), "hidden": int(hidden),
+                             "lbfgs_steps": int(lbfgs)}))  # fmt: skip
     if args.quick:
         configs = [(n, {**s, "epochs": 6, "lbfgs_steps": 4}) for n, s in configs[:2]]
     rows = []
@@ -251,6 +253,11 @@ def main() -> None:
     parser.add_argument("--hybrid", action="append",
                         help="hybrid settings 'epochs,lr,hidden,lbfgs' (repeatable); default "
                              "'60,0.01,32,40'")  # fmt: skip
+    parser.add_argument(
+        "--corrections",
+        default="field,mlp",
+        help="hybrid correction kinds to compare in part 3 (comma-separated)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
     args.grads = [g for g in args.grads.split(",") if g]
