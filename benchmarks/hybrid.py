@@ -1,0 +1,302 @@
+"""Hybrid benchmark: physics-only vs hybrid fits on three-body data with hidden physics.
+
+Issue 9, section 4. Every case simulates three bodies in 2-D (true masses (0.8, 1.3, 1.0),
+G = 1) under Newtonian gravity plus a term the fitted model does not know, with a right-hand
+side written here in plain NumPy and integrated by SciPy's DOP853 (rtol = atol = 1e-11); the
+data never come from physnode's own ``NBody``. 81 samples on [0, 4]; the fit sees t <= 2 and is
+scored on the rest (``extrapolation_rmse_``). Fits start from unit masses (the Fitter default).
+
+Hidden accelerations (added to body i; q_i, v_i its position and velocity, r_ij = |q_j - q_i|):
+
+- ``drag``            a_i = -0.1 v_i
+- ``quadratic-drag``  a_i = -0.1 |v_i| v_i
+- ``tidal``           a_i = -0.05 q_i                                (harmonic external field)
+- ``point-mass``      a_i = -M q_i / (|q_i|² + ε²)^{3/2}, M = 0.3, ε = 0.05  (unseen mass at 0)
+- ``yukawa``          a_i = Σ_j α m_j (1 + r_ij/λ) exp(-r_ij/λ) (q_j - q_i) / r_ij³,
+                      α = 0.3, λ = 0.5: the force of the Yukawa pair potential
+                      U_ij = -α m_i m_j exp(-r_ij/λ) / r_ij (an attractive, short-range
+                      "fifth force"; momentum and energy conserving)
+
+Models per case: physics-only (``model="physics"``) and ``model="hybrid"`` with each kind in
+``--corrections``; every fit uses the same settings (no per-case tuning).
+
+    python benchmarks/hybrid.py            # full run (~3 min on 2 CPU cores)
+    python benchmarks/hybrid.py --quick    # smoke run (~1 min)
+
+Every fit runs under a wall-clock limit (``--fit-limit``): the Fitter is stopped cleanly
+through ``should_stop`` and the row is marked ``stopped``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from physnode.data import Trajectory
+from physnode.fit import Fitter
+from tests.reference import bound_start
+
+TRUE_MASSES = np.array([0.8, 1.3, 1.0])
+G = 1.0
+DIM = 2
+TOL = 1e-11
+MIN_APPROACH = 0.2  # the closest pair distance a start must keep over the whole span
+
+# hidden-physics constants
+GAMMA = 0.1  # linear drag
+GAMMA2 = 0.1  # quadratic drag
+K_TIDAL = 0.05  # harmonic field
+M_POINT, EPS_POINT = 0.3, 0.05  # unseen softened point mass at the origin
+ALPHA_YUKAWA, LAMBDA_YUKAWA = 0.3, 0.5  # Yukawa pair term
+
+
+# -- independent right-hand sides (NumPy) -------------------------------------------------------
+def pair_vectors(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``d[i, j] = q_j - q_i`` ``(N, N, dim)`` and ``r[i, j] = |d[i, j]|`` (``inf`` on the
+    diagonal, so every ``1/r`` term vanishes there)."""
+    d = q[None, :, :] - q[:, None, :]
+    r = np.sqrt(np.sum(d * d, axis=-1))
+    np.fill_diagonal(r, np.inf)
+    return d, r
+
+
+def gravity(q: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Newton: ``a_i = Σ_{j≠i} G m_j (q_j - q_i) / r_ij³``."""
+    d, r = pair_vectors(q)
+    return np.einsum("ij,ijk->ik", G * masses[None, :] / r**3, d)
+
+
+def hidden_drag(q, v, masses):
+    return -GAMMA * v
+
+
+def hidden_quadratic_drag(q, v, masses):
+    return -GAMMA2 * np.linalg.norm(v, axis=-1, keepdims=True) * v
+
+
+def hidden_tidal(q, v, masses):
+    return -K_TIDAL * q
+
+
+def hidden_point_mass(q, v, masses):
+    s2 = np.sum(q * q, axis=-1, keepdims=True) + EPS_POINT**2
+    return -M_POINT * q / s2**1.5
+
+
+def hidden_yukawa(q, v, masses):
+    d, r = pair_vectors(q)
+    x = r / LAMBDA_YUKAWA
+    np.fill_diagonal(x, 0.0)  # the self term is zeroed by 1/r³ = 0 below (avoids inf · 0)
+    coef = ALPHA_YUKAWA * masses[None, :] * (1 + x) * np.exp(-x)
+    return np.einsum("ij,ijk->ik", coef / r**3, d)
+
+
+Hidden = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+CASES: dict[str, tuple[Hidden, str]] = {
+    "drag": (hidden_drag, f"a = -{GAMMA} v"),
+    "quadratic-drag": (hidden_quadratic_drag, f"a = -{GAMMA2} |v| v"),
+    "tidal": (hidden_tidal, f"a = -{K_TIDAL} q"),
+    "point-mass": (hidden_point_mass, f"a = -{M_POINT} q / (|q|² + {EPS_POINT}²)^1.5"),
+    "yukawa": (
+        hidden_yukawa,
+        f"a_i = Σ_j {ALPHA_YUKAWA} m_j (1 + r/{LAMBDA_YUKAWA}) e^(-r/{LAMBDA_YUKAWA}) r_ij / r³",
+    ),
+}
+
+
+def simulate(hidden: Hidden, q0: np.ndarray, v0: np.ndarray, times: np.ndarray):
+    """Positions and velocities ``(T, N, dim)`` of gravity + ``hidden`` (DOP853, 1e-11)."""
+    n, dim = q0.shape
+    masses = TRUE_MASSES
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        q = y[: n * dim].reshape(n, dim)
+        v = y[n * dim :].reshape(n, dim)
+        a = gravity(q, masses) + hidden(q, v, masses)
+        return np.concatenate([y[n * dim :], a.ravel()])
+
+    sol = solve_ivp(rhs, (times[0], times[-1]), np.concatenate([q0.ravel(), v0.ravel()]),
+                    method="DOP853", t_eval=times, rtol=TOL, atol=TOL)  # fmt: skip
+    if not sol.success:
+        raise RuntimeError(f"reference integration failed: {sol.message}")
+    ys = sol.y.T
+    t_count = len(times)
+    return ys[:, : n * dim].reshape(t_count, n, dim), ys[:, n * dim :].reshape(t_count, n, dim)
+
+
+def closest_approach(positions: np.ndarray) -> float:
+    """The smallest pair distance over all samples (checked on a fine grid by the caller)."""
+    d = positions[:, None, :, :] - positions[:, :, None, :]
+    r = np.sqrt(np.sum(d * d, axis=-1))
+    n = positions.shape[1]
+    r[:, np.arange(n), np.arange(n)] = np.inf
+    return float(r.min())
+
+
+def make_data(case: str, args) -> tuple[Trajectory, int, float, float]:
+    """The case's trajectory, the seed of its start, its closest approach (on a 20× finer grid),
+    and the RMS effect of the hidden term on the extrapolated positions."""
+    hidden = CASES[case][0]
+    times = np.linspace(0.0, args.t_end, args.points)
+    fine = np.linspace(0.0, args.t_end, 20 * (args.points - 1) + 1)
+    for seed in range(args.seed, args.seed + 200):
+        q0, v0 = bound_start(TRUE_MASSES, DIM, seed)
+        try:
+            q_fine, _ = simulate(hidden, q0, v0, fine)
+        except RuntimeError:
+            continue
+        approach = closest_approach(q_fine)
+        if approach > MIN_APPROACH and np.all(np.isfinite(q_fine)):
+            break
+    else:
+        raise RuntimeError(f"no start with closest approach > {MIN_APPROACH} for {case}")
+    q, v = simulate(hidden, q0, v0, times)
+    q_plain, _ = simulate(lambda q, v, m: np.zeros_like(q), q0, v0, times)
+    n_train = int(np.searchsorted(times, args.train_until, side="right"))
+    gap = q[n_train:] - q_plain[n_train:]
+    effect = float(np.sqrt(np.mean(gap**2)))
+    data = Trajectory(times, positions=q, velocities=v, masses=TRUE_MASSES,
+                      parameters={"system": "n-body", "G": G, "hidden": case})  # fmt: skip
+    return data, seed, approach, effect
+
+
+# -- fitting ------------------------------------------------------------------------------------
+def run_fit(fitter: Fitter, data: Trajectory, limit: float) -> dict:
+    """Fit under a wall-clock limit (``should_stop``)."""
+    start = time.perf_counter()
+    fitter.fit(data, should_stop=lambda: time.perf_counter() - start > limit)
+    return {"fitter": fitter, "wall": time.perf_counter() - start, "stopped": fitter.interrupted_}
+
+
+def rel_err(masses) -> float:
+    return float(np.max(np.abs(np.asarray(masses) - TRUE_MASSES) / TRUE_MASSES))
+
+
+def fmt_masses(m) -> str:
+    return "(" + ", ".join(f"{x:.4f}" for x in np.asarray(m)) + ")"
+
+
+def fmt(x) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.2e}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(flush=True)
+
+
+def configs(args) -> list[tuple[str, dict]]:
+    settings = {"epochs": args.epochs, "lr": args.lr, "hidden": args.hidden,
+                "lbfgs_steps": args.lbfgs_steps}  # fmt: skip
+    out = [("physics", {"model": "physics", **settings})]
+    for kind in args.corrections:
+        out.append((f"hybrid {kind}", {"model": "hybrid", "correction": kind, **settings}))
+    return out
+
+
+def run_case(case: str, args, rows: list[list[str]], summary: list[str]) -> None:
+    data, seed, approach, effect = make_data(case, args)
+    print(f"## {case}: {CASES[case][1]}\n\n  start seed {seed}, closest approach {approach:.3f} "
+          f"over [0, {args.t_end}]; hidden term's effect on extrapolated positions (RMS) "
+          f"{effect:.3e}; positions RMS {np.sqrt(np.mean(data.positions**2)):.3f}",
+          flush=True)  # fmt: skip
+    physics_rmse = None
+    results: list[tuple[str, float]] = []
+    for name, settings in configs(args):
+        try:
+            fitter = Fitter(learn=("masses",), train_until=args.train_until, **settings)
+            r = run_fit(fitter, data, args.fit_limit)
+        except Exception as exc:  # a failed fit is a row, not the end of the run
+            print(f"  {name}: failed: {type(exc).__name__}: {exc}", flush=True)
+            rows.append([case, name, "failed", "–", "–", "–", "–", "–"])
+            continue
+        f = r["fitter"]
+        extra = f.extrapolation_rmse_
+        if settings["model"] == "physics":
+            physics_rmse = extra
+        ratio = extra / physics_rmse if physics_rmse and extra is not None else float("nan")
+        masses = f.params_["masses"]
+        rows.append([
+            case, name, fmt(f.train_rmse_), fmt(extra),
+            "–" if not np.isfinite(ratio) else f"{ratio:.3f}", fmt_masses(masses),
+            f"{rel_err(masses):.1e}", f"{r['wall']:.1f}" + (" (stopped)" if r["stopped"] else ""),
+        ])  # fmt: skip
+        if extra is not None:
+            results.append((name, extra))
+        print(f"  {rows[-1][1:]}", flush=True)
+    if results:
+        best, best_rmse = min(results, key=lambda x: x[1])
+        ratio = best_rmse / physics_rmse if physics_rmse else float("nan")
+        summary.append(f"- {case}: lowest extrapolation RMSE: {best} ({best_rmse:.2e}, "
+                       f"{ratio:.3f} × physics-only)")  # fmt: skip
+    print(flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (~1 min)")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated cases (default all: {','.join(CASES)})")  # fmt: skip
+    parser.add_argument("--corrections", default="field,mlp",
+                        help="hybrid correction kinds (comma-separated)")  # fmt: skip
+    parser.add_argument("--fit-limit", type=float, default=120.0,
+                        help="wall-clock seconds per fit (default 120)")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--hidden", type=int, default=32, help="width of the correction")
+    parser.add_argument("--lbfgs-steps", type=int, default=40)
+    parser.add_argument("--t-end", type=float, default=4.0)
+    parser.add_argument("--points", type=int, default=81)
+    parser.add_argument("--train-until", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0, help="first start seed tried")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args()
+    args.cases = [c for c in args.cases.split(",") if c]
+    args.corrections = [c for c in args.corrections.split(",") if c]
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+    if args.quick:
+        args.epochs, args.lbfgs_steps = 6, 4
+        args.cases = args.cases[:2]
+    torch.set_num_threads(args.threads)
+    print(f"# physnode hybrid benchmark — {datetime.datetime.now():%Y-%m-%d %H:%M}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {args.threads} thread(s), load average "
+          f"{os.getloadavg()[0]:.2f}{' (quick)' if args.quick else ''}\n")  # fmt: skip
+    print(f"three bodies in 2-D, true masses {fmt_masses(TRUE_MASSES)}, G = {G}; "
+          f"{args.points} samples on [0, {args.t_end}], train t <= {args.train_until}; "
+          f"Fitter(learn=masses, epochs={args.epochs}, lr={args.lr}, hidden={args.hidden}, "
+          f"lbfgs_steps={args.lbfgs_steps}) from unit masses; {args.fit_limit:.0f} s per fit\n",
+          flush=True)  # fmt: skip
+    start = time.perf_counter()
+    rows: list[list[str]] = []
+    summary: list[str] = []
+    for case in args.cases:
+        run_case(case, args, rows, summary)
+        print(f"(elapsed {time.perf_counter() - start:.0f} s)\n", flush=True)
+    print("## Results\n")
+    table(["case", "model", "train RMSE", "extrapolation RMSE", "/ physics", "masses",
+           "max rel. mass err", "wall s"], rows)  # fmt: skip
+    print("\n".join(summary))
+    print(f"\n(total {time.perf_counter() - start:.0f} s, load average "
+          f"{os.getloadavg()[0]:.2f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
