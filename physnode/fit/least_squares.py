@@ -199,7 +199,7 @@ class _Residuals:
             shape = (self.m, len(self.index))
             return np.full(shape, 1e100), np.zeros((*shape, len(x)))
         r = sens.ys[:, self.index] - prob.observed[: self.m]
-        jac = _columns(sens.jac, self.space, prob)[:, :, self.index]  # (m, P, M)
+        jac = _columns(sens.jac, self.space)[:, :, self.index]  # (m, P, M)
         return r.cpu().numpy(), jac.permute(0, 2, 1).cpu().numpy()
 
     def weighted(self, x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +225,7 @@ class _Residuals:
         return {kind: float(levels[members[0]]) for kind, members in self.kinds.items()}
 
 
-def _columns(jac: torch.Tensor, space: _Space, prob: FitProblem) -> torch.Tensor:
+def _columns(jac: torch.Tensor, space: _Space) -> torch.Tensor:
     """Sensitivity columns reordered to the space's order: ``jac`` holds ``y0``'s entries
     first (when the start is learned), then the raw parameters; the space wants the raw
     parameters, then the learned entries of the start."""

@@ -60,6 +60,22 @@ def solve(
     options: dict | None = None,
 ) -> Solution:
     """Like :func:`odeint` but returns a :class:`Solution` with the solver statistics."""
+    gradient = get_gradient(grad)
+    problem, y0, t_tensor = _problem(func, y0, t, rtol, atol, method, grad, options)
+    diff = [p for p in _collect_params(func, params, y0) if p.requires_grad]
+    needs = _needs_grad(y0, t_tensor, diff)
+    hidden = _hidden(problem, gradient, t_tensor, y0, diff, needs)
+    if not (hidden or needs):
+        with torch.no_grad():
+            return Solution(torch.stack(problem.run(y0).ys), problem.stats)
+    return Solution(gradient.apply(problem, t_tensor, y0, diff), problem.stats)
+
+
+def _problem(
+    func, y0, t, rtol, atol, method: str, grad: str, options: dict | None
+) -> tuple[Problem, torch.Tensor, torch.Tensor]:
+    """Validate the arguments :func:`solve` and :func:`sensitivities` share; return the
+    :class:`Problem` (with fresh stats), the checked ``y0`` and ``t`` as a tensor."""
     y0 = _check_state(y0)
     t_tensor, t_out = _check_times(t)
     if not callable(func):
@@ -67,25 +83,19 @@ def solve(
     rtol, atol = _check_tolerances(rtol, atol)
     if method not in RK_METHODS:
         raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(RK_METHODS)}")
-    gradient = get_gradient(grad)
     tab = RK_METHODS[method]
     opts = _check_options(options, tab, grad, y0, rtol)
-    params_list = _collect_params(func, params, y0)
     _check_finite(y0)
-    stats = SolverStats()
-    problem = Problem(func, tab, t_out, rtol, atol, opts, stats)
-    diff = [p for p in params_list if p.requires_grad]
-    hidden = _hidden(problem, gradient, t_tensor, y0, diff)
-    if not (hidden or _needs_grad(y0, t_tensor, diff)):
-        with torch.no_grad():
-            return Solution(torch.stack(problem.run(y0).ys), stats)
-    return Solution(gradient.apply(problem, t_tensor, y0, diff), stats)
+    return Problem(func, tab, t_out, rtol, atol, opts, SolverStats()), y0, t_tensor
 
 
-def _hidden(problem: Problem, gradient, t: torch.Tensor, y0: torch.Tensor, diff) -> bool:
+def _hidden(
+    problem: Problem, gradient, t: torch.Tensor, y0: torch.Tensor, diff, needs: bool
+) -> bool:
     """Whether ``func`` reads tensors that require grad outside ``diff`` (one evaluation, with
-    grad mode on only); refused where ``gradient`` would drop their gradients."""
-    if not torch.is_grad_enabled():
+    grad mode on only); refused where ``gradient`` would drop their gradients. Skipped where
+    the answer changes nothing: a method that follows closures, already differentiating."""
+    if not torch.is_grad_enabled() or (needs and gradient.follows_closures(t)):
         return False
     rhs = RHS(problem.func, y0, problem.stats.count_forward_eval)
     hidden = hidden_leaves(rhs, problem.t_out[0], y0, diff)
@@ -130,22 +140,13 @@ def sensitivities(
     may hold ``sensitivity_control`` (default ``True``: the steps keep the Jacobian, not
     only the state, to the tolerance). Results carry no autograd graph.
     """
-    y0 = _check_state(y0)
-    _, t_out = _check_times(t)
-    rtol, atol = _check_tolerances(rtol, atol)
-    if method not in RK_METHODS:
-        raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(RK_METHODS)}")
-    tab = RK_METHODS[method]
-    opts = _check_options(options, tab, "forward", y0, rtol)
+    problem, y0, _ = _problem(func, y0, t, rtol, atol, method, "forward", options)
     if params is None:  # the module's parameters that require grad
         chosen = [p for p in _collect_params(func, None, y0) if p.requires_grad]
     else:  # exactly the tensors given (the module's others are held fixed)
         chosen = _collect_params(None, params, y0)
-    _check_finite(y0)
-    stats = SolverStats()
-    problem = Problem(func, tab, t_out, rtol, atol, opts, stats)
     sens = integrate_sensitivities(problem, y0, chosen, wrt_y0)
-    return Sensitivities(sens.ys, sens.jac, stats)
+    return Sensitivities(sens.ys, sens.jac, problem.stats)
 
 
 _P = ParamSpec("_P")
@@ -196,8 +197,9 @@ def odeint(*args, **kwargs) -> torch.Tensor:
             computed from them (``k2 = 2 * k``; the gradient then reaches ``k``). With grad mode
             on, ``func`` is evaluated once at ``(t[0], y0)`` (counted in ``nfe_forward``) to
             find tensors it reads that require grad but are not declared: ``backprop`` and
-            ``naive`` differentiate them (when ``t`` needs no gradient); ``aca`` and
-            ``adjoint`` raise :class:`~physnode.errors.HiddenParameterError`.
+            ``naive`` differentiate them (when ``t`` needs no gradient; they skip the check
+            when a declared input needs a gradient anyway); ``aca``, ``adjoint`` and
+            ``forward`` raise :class:`~physnode.errors.HiddenParameterError`.
         options: solver options, see :class:`~physnode.solver.options.SolverOptions`.
 
     Returns:

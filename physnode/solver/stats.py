@@ -11,7 +11,7 @@ class SolverStats:
 
     Attributes:
         nfe_forward: function evaluations of the forward solve (with grad mode on, one of
-            them is the check for undeclared tensors, see :func:`~physnode.solver.odeint`).
+            them may be the check for undeclared tensors, see :func:`~physnode.solver.odeint`).
         nfe_backward: function evaluations of the backward pass (ACA replay, adjoint solve,
             time gradients).
         n_accepted, n_rejected: accepted and rejected steps of the forward solve.

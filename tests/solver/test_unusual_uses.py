@@ -133,3 +133,19 @@ def test_no_probe_evaluation_without_grad_mode() -> None:
         quiet = solve(model, Y0, T).stats.nfe_forward
     loud = solve(model, Y0, T).stats.nfe_forward
     assert loud == quiet + 1  # the one documented check for undeclared tensors
+
+
+def test_no_probe_where_autograd_records_the_solve_anyway() -> None:
+    from physnode import solve
+
+    model = Linear()  # its parameters require grad: backprop differentiates through closures
+    with torch.no_grad():
+        quiet = solve(model, Y0, T, grad="backprop").stats.nfe_forward
+    assert solve(model, Y0, T, grad="backprop").stats.nfe_forward == quiet
+
+
+def test_sensitivities_refuse_a_non_callable() -> None:
+    from physnode import InvalidInputError, sensitivities
+
+    with pytest.raises(InvalidInputError, match="callable"):
+        sensitivities("not a function", Y0, T)
