@@ -43,6 +43,9 @@ import torch
 from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fit import fmt_masses, run_fit, table  # the fit benchmark's helpers (benchmarks/fit.py)
 
 from physnode.data import Trajectory
 from physnode.fit import Fitter
@@ -173,31 +176,12 @@ def make_data(case: str, args) -> tuple[Trajectory, int, float, float]:
 
 
 # -- fitting ------------------------------------------------------------------------------------
-def run_fit(fitter: Fitter, data: Trajectory, limit: float) -> dict:
-    """Fit under a wall-clock limit (``should_stop``)."""
-    start = time.perf_counter()
-    fitter.fit(data, should_stop=lambda: time.perf_counter() - start > limit)
-    return {"fitter": fitter, "wall": time.perf_counter() - start, "stopped": fitter.interrupted_}
-
-
 def rel_err(masses) -> float:
     return float(np.max(np.abs(np.asarray(masses) - TRUE_MASSES) / TRUE_MASSES))
 
 
-def fmt_masses(m) -> str:
-    return "(" + ", ".join(f"{x:.4f}" for x in np.asarray(m)) + ")"
-
-
 def fmt(x) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.2e}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print(flush=True)
 
 
 def configs(args) -> list[tuple[str, dict]]:
