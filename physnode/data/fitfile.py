@@ -17,6 +17,12 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
         history/<name> (E, *shape)
         series/<key> (E, ...)    any other per-epoch history (rare)
         network/<key>            neural-correction weights by state_dict key
+        discovered               +formula, +explained, +library_explained: the law read from
+                                 a hybrid's correction (hybrid fits only)
+            terms (K,)  coefficients (K,)  [targets (K,): state systems]
+            refit                +formula, +train_rmse, +extrapolation_rmse, +wall_time
+                terms (K',)  coefficients (K',)  sigma (K',)  dropped (strings)
+                params/<name>  uncertainties/<name>
         state/<k1>/<k2>/...      the resumable state; flat key "a/b/c" -> nested path
         observed/time (T,), position (T, N, D), velocity, mass (N,), state (T, S)
 
@@ -91,6 +97,11 @@ class FitRecord:
         noise: noise level (data units) per kind of observation (``positions``,
             ``velocities`` or ``state``) estimated by the least-squares finish; empty when it
             did not run (an interrupted fit, a pure neural ODE, a file from before it).
+        discovered: the law read from a hybrid's correction: ``terms``, ``coefficients``,
+            ``targets``, ``formula``, ``explained``, ``library_explained`` and ``refit`` (the
+            symbolic refit's ``terms``, ``coefficients``, ``sigma``, ``dropped``, ``params``,
+            ``uncertainties``, ``formula``, ``train_rmse``, ``extrapolation_rmse``,
+            ``wall_time``; ``None`` without one); ``None`` for other fits.
     """
 
     prediction: Trajectory
@@ -110,6 +121,7 @@ class FitRecord:
     data_sha256: str
     physnode_version: str = field(default=__version__)
     noise: dict[str, float] = field(default_factory=dict)
+    discovered: dict[str, Any] | None = None
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -193,6 +205,37 @@ def _write_fit_group(
     for kind, level in getattr(fitter, "noise_", {}).items():
         noise.attrs[kind] = np.float64(level)
     _write_observed(g.create_group("observed"), observed)
+    _write_discovered(g, getattr(fitter, "discovered_", None), getattr(fitter, "refit_", None))
+
+
+def _write_discovered(g: h5py.Group, discovery: Any, refit: Any) -> None:
+    """``/fit/discovered`` (and its ``refit``), when the fit read out a law."""
+    if discovery is None:
+        return
+    d = g.create_group("discovered", track_order=True)
+    d.attrs["formula"] = discovery.formula
+    d.attrs["explained"] = np.float64(discovery.explained)
+    d.attrs["library_explained"] = np.float64(discovery.library_explained)
+    d.create_dataset("terms", data=hdf5.string_array(list(discovery.terms)))
+    d.create_dataset("coefficients", data=np.asarray(discovery.coefficients, np.float64))
+    if discovery.targets:
+        d.create_dataset("targets", data=hdf5.string_array(list(discovery.targets)))
+    if refit is None:
+        return
+    r = d.create_group("refit", track_order=True)
+    r.attrs["formula"] = refit.formula
+    r.attrs["train_rmse"] = np.float64(refit.train_rmse)
+    extrap = refit.extrapolation_rmse
+    r.attrs["extrapolation_rmse"] = np.float64(math.nan if extrap is None else extrap)
+    r.attrs["wall_time"] = np.float64(refit.wall_time)
+    r.create_dataset("terms", data=hdf5.string_array(list(refit.terms)))
+    r.create_dataset("coefficients", data=np.asarray(refit.coefficients, np.float64))
+    r.create_dataset("sigma", data=np.asarray(refit.sigma, np.float64))
+    r.create_dataset("dropped", data=hdf5.string_array(list(refit.dropped)))
+    for name, values in (("params", refit.params), ("uncertainties", refit.uncertainties)):
+        group = r.create_group(name, track_order=True)
+        for key, value in values.items():
+            _put_array(group, key, value, f"refit_.{name}")
 
 
 def _write_results(g: h5py.Group, fitter: Any, data_file: str, digest: str) -> None:
@@ -400,7 +443,38 @@ def _read_record_fields(g: h5py.Group, path: Path) -> dict[str, Any]:
         data_sha256=str(hdf5.python_value(g.attrs["data_sha256"])),
         physnode_version=str(attrs.get("physnode_version", "")),
         noise={k: float(v) for k, v in g["noise"].attrs.items()} if "noise" in g else {},
+        discovered=_read_discovered(g.get("discovered")),
     )
+
+
+def _read_discovered(d: Any) -> dict[str, Any] | None:
+    if not isinstance(d, h5py.Group):
+        return None
+    out: dict[str, Any] = {
+        "terms": hdf5.strings(d["terms"][()]) if d["terms"].size else [],
+        "coefficients": d["coefficients"][()],
+        "targets": hdf5.strings(d["targets"][()]) if "targets" in d else [],
+        "formula": str(hdf5.python_value(d.attrs["formula"])),
+        "explained": float(d.attrs["explained"]),
+        "library_explained": float(d.attrs["library_explained"]),
+        "refit": None,
+    }
+    r = d.get("refit")
+    if isinstance(r, h5py.Group):
+        extrap = float(r.attrs["extrapolation_rmse"])
+        out["refit"] = {
+            "terms": hdf5.strings(r["terms"][()]) if r["terms"].size else [],
+            "coefficients": r["coefficients"][()],
+            "sigma": r["sigma"][()],
+            "dropped": hdf5.strings(r["dropped"][()]) if r["dropped"].size else [],
+            "params": _read_arrays(r.get("params")),
+            "uncertainties": _read_arrays(r.get("uncertainties")),
+            "formula": str(hdf5.python_value(r.attrs["formula"])),
+            "train_rmse": float(r.attrs["train_rmse"]),
+            "extrapolation_rmse": None if math.isnan(extrap) else extrap,
+            "wall_time": float(r.attrs["wall_time"]),
+        }
+    return out
 
 
 def _read_history(g: h5py.Group) -> dict[str, np.ndarray]:

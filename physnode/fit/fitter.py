@@ -21,9 +21,11 @@ from physnode.errors import InvalidInputError
 from physnode.fit.least_squares import least_squares_finish
 from physnode.fit.objective import Objective
 from physnode.fit.problem import MODELS, OBSERVE, FitProblem, build_problem
+from physnode.fit.readout import discovered_law
 from physnode.fit.schedule import SCHEDULES, Cursor, Stopped, Training, adam_optimizer, plan
 from physnode.fit.shooting import Shooting
 from physnode.fit.state import fit_state, load_fit_state, load_module_state
+from physnode.fit.symbolic import refit_symbolic
 from physnode.models import AUTO, CORRECTION_KINDS
 from physnode.solver import ADAPTIVE_METHODS, GRAD_METHODS
 
@@ -63,6 +65,14 @@ class Fitter:
             ``-conservative`` variants: particle data only; ``mlp``: any data) or ``"auto"``
             (default: ``field`` for particle data, ``mlp`` otherwise; provisional, see
             docs/FITTING.md "Corrections"). Other models refuse any but ``"auto"``.
+        terms: for ``model="physics"`` on particle data: named terms of
+            :func:`physnode.models.discovery.particle_library` added to the accelerations, each
+            times a learned coefficient (the physical parameter ``"coefficients"``, reported
+            with its σ); the symbolic refit of a discovered law.
+        init_coefficients: the terms' starting coefficients (default zeros).
+        refit_symbolic: for ``model="hybrid"`` on particle data: after the fit, refit the
+            physics plus the discovered law's terms (:mod:`physnode.fit.symbolic`), result in
+            ``refit_``.
 
     After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ from the covariance of the
     least-squares finish, see :mod:`physnode.fit.least_squares`; ``inf`` where the data cannot
@@ -72,7 +82,11 @@ class Fitter:
     ``train_rmse_``, ``extrapolation_rmse_``, ``prediction_`` (a Trajectory at every data time),
     ``network_state_``, ``state_`` (resumable), ``interrupted_``, ``wall_time_``,
     ``train_until_``, ``settings_``, ``model_``, ``correction_`` (the kind the hybrid model
-    used, ``"auto"`` resolved; ``None`` for the other models).
+    used, ``"auto"`` resolved; ``None`` for the other models), ``discovered_`` (the law the
+    hybrid's correction learned, a :class:`~physnode.models.discovery.Discovery` read along
+    the fitted training window; ``None`` for the other models or an interrupted fit),
+    ``refit_`` (with ``refit_symbolic``: a :class:`~physnode.fit.symbolic.SymbolicRefit`,
+    else ``None``).
     """
 
     #: What each setting may be, declared once: :meth:`fit` checks the settings against it and
@@ -115,6 +129,9 @@ class Fitter:
         init_masses: float | Sequence[float] | None = None,
         observe: str = "auto",
         correction: str = AUTO,
+        terms: Sequence[str] = (),
+        init_coefficients: Sequence[float] | None = None,
+        refit_symbolic: bool = False,
     ) -> None:
         self.model = model
         self.learn = tuple(learn)
@@ -133,6 +150,14 @@ class Fitter:
         self.init_masses = init_masses
         self.observe = observe
         self.correction = correction
+        # as settings_ stores them (a resumed fit reads them back): "q;v" and "0.1,-0.2"
+        self.terms = (
+            tuple(t for t in terms.split(";") if t) if isinstance(terms, str) else tuple(terms)
+        )
+        if isinstance(init_coefficients, str):
+            init_coefficients = tuple(float(c) for c in init_coefficients.split(",") if c)
+        self.init_coefficients = init_coefficients
+        self.refit_symbolic = bool(refit_symbolic)
 
     # -- settings ------------------------------------------------------------------------
     def _check_settings(self) -> None:
@@ -146,6 +171,11 @@ class Fitter:
             constraint.check(name, value)
         if not self.learn and self.model == "physics":
             raise InvalidInputError("nothing to learn: give learn=('masses',) or similar")
+        if self.refit_symbolic and self.model != "hybrid":
+            raise InvalidInputError(
+                f"refit_symbolic is for model='hybrid' (it refits the law its network learned); "
+                f"the {self.model!r} model has none"
+            )
         if self.correction != AUTO and self.model != "hybrid":
             raise InvalidInputError(
                 f"correction={self.correction!r} is for model='hybrid'; the {self.model!r} "
@@ -176,6 +206,11 @@ class Fitter:
             else ",".join(str(float(m)) for m in np.atleast_1d(self.init_masses)),
             "observe": self.observe,
             "correction": getattr(self, "correction_", None) or self.correction,
+            "terms": ";".join(self.terms),
+            "init_coefficients": None
+            if self.init_coefficients is None
+            else ",".join(repr(float(c)) for c in self.init_coefficients),
+            "refit_symbolic": self.refit_symbolic,
         }
 
     # -- the fit -------------------------------------------------------------------------
@@ -226,6 +261,9 @@ class Fitter:
         self.history_ = {k: np.asarray(v) for k, v in history.items()}
         self._finish(prob)
         self.wall_time_ = time.perf_counter() - start_time
+        self.refit_ = None
+        if self.refit_symbolic and self.discovered_ is not None and prob.particles is not None:
+            self.refit_ = refit_symbolic(self, data, self.discovered_)
         return self
 
     # -- pieces ----------------------------------------------------------------------------
@@ -234,7 +272,8 @@ class Fitter:
         prob = build_problem(
             data, model=self.model, learn=self.learn, train_until=self.train_until,
             hidden=self.hidden, init_masses=self.init_masses, observe=self.observe, y0=y0,
-            seed=self.seed, device=self.device, correction=self.correction,
+            seed=self.seed, device=self.device, correction=self.correction, terms=self.terms,
+            coefficients=self.init_coefficients,
         )  # fmt: skip
         self._prob = prob
         self.correction_ = prob.correction
@@ -345,6 +384,7 @@ class Fitter:
         rest = err[prob.n_train :]
         self.extrapolation_rmse_ = float(np.sqrt(np.mean(rest**2))) if len(rest) else None
         self.prediction_ = self._prediction(prob, pred)
+        self.discovered_ = None if self.interrupted_ else discovered_law(prob, pred[: prob.n_train])
         self.network_state_ = {
             k: v.detach().cpu().numpy().copy()
             for k, v in prob.model.state_dict().items()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -14,6 +14,7 @@ from physnode.data import Trajectory
 from physnode.errors import DataError, InvalidInputError
 from physnode.models import AUTO, CorrectionScales, HybridModel, InitialState, NeuralODE
 from physnode.models.registry import is_particle_system, resolve_correction
+from physnode.models.symbolic import COEFFICIENTS, SymbolicTerms
 from physnode.systems import SYSTEMS, NBody, make_system
 from physnode.systems.base import System, inverse_softplus
 
@@ -117,10 +118,14 @@ def build_problem(
     seed: int,
     device: str,
     correction: str = AUTO,
+    terms: Sequence[str] = (),
+    coefficients: Sequence[float] | None = None,
 ) -> FitProblem:
     """Build the model and the observations from ``data`` (see :class:`FitProblem`);
     ``correction`` is the kind of the hybrid model's correction (see
-    :data:`physnode.models.CORRECTIONS`; other models refuse any but ``"auto"``)."""
+    :data:`physnode.models.CORRECTIONS`; other models refuse any but ``"auto"``); ``terms``
+    adds named terms (:class:`~physnode.models.symbolic.SymbolicTerms`) with learned
+    ``coefficients`` to a physics model (particle data only)."""
     times = _data_times(data)
     n_train = _training_samples(times, train_until)
     torch.manual_seed(seed)
@@ -132,11 +137,16 @@ def build_problem(
         seen = _observe_state(data, params, physical, learn)
     else:  # pragma: no cover - Trajectory validation guarantees one of them
         raise DataError("the data hold neither positions nor a state")
-    if seen.system is not None and physical:
-        seen.system.set_learnable(list(physical))
+    if seen.system is not None and physical:  # the terms' coefficients come with the terms
+        seen.system.set_learnable([n for n in physical if n != COEFFICIENTS])
     kind = _correction_kind(model, correction, seen)
-    spec = _Network(hidden, kind, _scales(seen, times, n_train, kind))
+    if terms and model != "physics":
+        raise InvalidInputError(f"terms= are for model='physics'; got model={model!r}")
+    spec = _Network(hidden, kind, _scales(seen, times, n_train, kind), tuple(terms), coefficients)
     net, system = _make_model(model, seen, spec)
+    if terms:  # their coefficients are learned with the physics
+        system.set_learnable(COEFFICIENTS)
+        physical = (*(n for n in physical if n != COEFFICIENTS), COEFFICIENTS)
     start = _initial_state(seen, y0)
     observed = torch.as_tensor(seen.observations, dtype=torch.float64)
     scale = _observation_scale(observed[:n_train], seen.particles, len(seen.index))
@@ -235,11 +245,18 @@ class _Network(NamedTuple):
     hidden: int  # width of its hidden layers
     correction: str | None  # the hybrid model's kind of correction (resolved), else None
     scales: CorrectionScales  # typical magnitudes of the training data
+    terms: tuple[str, ...] = ()  # the physics model's extra named terms (symbolic refit)
+    coefficients: tuple[float, ...] | None = None  # their starting coefficients
 
 
 def _physics_model(seen: _Observed, spec: _Network) -> nn.Module:
-    del spec  # no network
-    return HybridModel(seen.system)
+    if not spec.terms:
+        return HybridModel(seen.system)
+    if not is_particle_system(seen.system):
+        raise InvalidInputError(
+            "terms= (a symbolic refit) needs particle data; this system has no bodies"
+        )
+    return HybridModel(seen.system, SymbolicTerms(seen.system, spec.terms, spec.coefficients))
 
 
 def _hybrid_model(seen: _Observed, spec: _Network) -> nn.Module:

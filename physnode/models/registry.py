@@ -14,6 +14,7 @@ from torch import nn
 
 from physnode.errors import InvalidInputError
 from physnode.models.correction import MLPCorrection
+from physnode.models.discovery import FAMILIES
 from physnode.models.structured import (
     CorrectionScales,
     FieldCorrection,
@@ -38,6 +39,8 @@ class CorrectionKind:
         conservative: it is minus the gradient of a learned potential.
         description: one line for the docs.
         build: ``build(system, scales, hidden, depth, dtype)`` → the correction module.
+        families: the families of terms (:data:`physnode.models.discovery.FAMILIES`) it can
+            represent: the library its discovered law is read from, for particle data.
     """
 
     name: str
@@ -45,6 +48,7 @@ class CorrectionKind:
     conservative: bool
     description: str
     build: Builder
+    families: tuple[str, ...] = FAMILIES
 
 
 def _mass(system: System) -> float:
@@ -90,18 +94,21 @@ _KINDS = (
     CorrectionKind(
         "field", particles=True, conservative=False, build=_field,
         description="one network g(q_i, v_i) shared by every body",
+        families=("uniform", "position", "velocity"),
     ),
     CorrectionKind(
         "pairwise", particles=True, conservative=False, build=_pairwise,
-        description="central pair term Σ_j m_j h(|r_ij|) r_ij / |r_ij|",
+        description="central pair term Σ_j m_j h(|r_ij|) r_ij / |r_ij|", families=("pair",),
     ),
     CorrectionKind(
         "field-conservative", particles=True, conservative=True, build=_field_potential,
         description="a_i = -∇U(q_i), U one network of position",
+        families=("uniform", "position"),
     ),
     CorrectionKind(
         "pairwise-conservative", particles=True, conservative=True, build=_pair_potential,
         description="a_i = -(1/m_i) ∇_i Σ_{i<j} m_i m_j V(|r_ij|), V one network",
+        families=("pair",),
     ),
     CorrectionKind(
         "mlp", particles=False, conservative=False, build=_mlp,

@@ -1,0 +1,46 @@
+"""The law a fitted hybrid model's correction learned (:mod:`physnode.models.discovery`),
+read from the correction along the fitted trajectory."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from physnode.fit.problem import FitProblem
+from physnode.models.discovery import Discovery, discover_particles, discover_state
+from physnode.models.registry import CORRECTIONS
+
+__all__ = ["discovered_law"]
+
+
+def discovered_law(prob: FitProblem, states: np.ndarray) -> Discovery | None:
+    """The sparse law of the correction at ``states`` ``(T, D)`` (the fitted trajectory over
+    the training window, where the data taught the network); ``None`` for models without a
+    network (a physics model, named terms or not)."""
+    model, system = prob.model, prob.system
+    if system is None or prob.correction is None or getattr(model, "correction", None) is None:
+        return None
+    correction = _correction(prob, states)
+    if prob.particles is not None:
+        n, d = prob.particles
+        q = states[:, : n * d].reshape(len(states), n, d)
+        v = states[:, n * d : 2 * n * d].reshape(len(states), n, d)
+        masses = system.param("masses").detach().cpu().numpy()
+        families = CORRECTIONS[prob.correction].families
+        return discover_particles(q, v, masses, correction.reshape(len(states), n, d), families)
+    names = list(system.state_names)
+    targets = names[len(names) // 2 :] if system.second_order else names
+    return discover_state(states, names, correction, targets)
+
+
+def _correction(prob: FitProblem, states: np.ndarray) -> np.ndarray:
+    """The correction's part of the derivative at ``states``: ``(T, D/2)`` (the accelerations)
+    for second-order systems, else ``(T, D)``. Model minus physics, both at the first data
+    time, so it needs nothing of the correction but that it depends on the state alone."""
+    start = prob.start()
+    y = torch.as_tensor(states, dtype=start.dtype, device=start.device)
+    t = torch.tensor(float(prob.times[0]), dtype=start.dtype, device=start.device)
+    with torch.no_grad():
+        extra = (prob.model(t, y) - prob.system(t, y)).cpu().numpy().astype(np.float64)
+    half = states.shape[-1] // 2
+    return extra[:, half:] if prob.system.second_order else extra

@@ -1,0 +1,120 @@
+"""The symbolic refit: the discovered law fitted as physics.
+
+A hybrid fit's network is read out as a sparse law (:mod:`physnode.models.discovery`); the
+refit then fits the physics plus exactly those terms, their coefficients learned with the
+physical parameters (:class:`~physnode.models.symbolic.SymbolicTerms`), so the coefficients
+get uncertainties from the least-squares finish like masses do. Terms whose coefficient is
+not significant (``|c| < SIGNIFICANCE · σ``) or negligible (its term adds under
+:data:`NEGLIGIBLE` of the largest one's acceleration) are dropped and the rest refitted once: the
+network's readout may keep a term that only helped it approximate another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from physnode.data import Trajectory
+from physnode.models.discovery import Discovery, particle_library
+from physnode.models.symbolic import COEFFICIENTS
+
+__all__ = ["SIGNIFICANCE", "SymbolicRefit", "refit_symbolic"]
+
+#: a refitted coefficient is kept when it is at least this many σ from zero
+SIGNIFICANCE = 3.0
+#: ... and its term adds at least this fraction of the largest term's RMS acceleration along
+#: the fitted training window (on clean data σ is the solver's error, ~1e-12, so significance
+#: alone would keep a term of 3e-12)
+NEGLIGIBLE = 1e-3
+
+
+@dataclass
+class SymbolicRefit:
+    """The physics + discovered terms, refitted.
+
+    Attributes:
+        terms: the terms kept; coefficients, sigma: their values and 1σ ``(K,)``.
+        dropped: terms of the readout whose refitted coefficient was not significant.
+        params, uncertainties: every learned physical parameter (the coefficients
+            included) and its 1σ.
+        train_rmse, extrapolation_rmse: as the hybrid fit reports them.
+        formula: one readable line with ``±σ``.
+        wall_time: seconds.
+    """
+
+    terms: list[str]
+    coefficients: np.ndarray
+    sigma: np.ndarray
+    params: dict[str, np.ndarray]
+    uncertainties: dict[str, np.ndarray]
+    train_rmse: float
+    extrapolation_rmse: float | None
+    formula: str
+    wall_time: float
+    dropped: list[str] = field(default_factory=list)
+
+
+def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRefit | None:
+    """Refit ``data`` with the physics of the fitted ``hybrid`` (a :class:`Fitter`) plus the
+    terms of ``discovery``, from the hybrid's parameters and the readout's coefficients;
+    ``None`` when the readout kept no term."""
+    if not discovery.terms:
+        return None
+    terms, start, dropped, wall = list(discovery.terms), discovery.coefficients, [], 0.0
+    while True:
+        fitter = _refit(hybrid, data, terms, start)
+        wall += fitter.wall_time_
+        c = fitter.params_[COEFFICIENTS]
+        s = fitter.uncertainties_[COEFFICIENTS]
+        weak = ~(np.abs(c) >= SIGNIFICANCE * s) & np.isfinite(s)  # NaN σ: interrupted, keep
+        size = _contributions(fitter, terms, c)
+        weak |= size < NEGLIGIBLE * size.max()
+        if not weak.any() or weak.all():
+            break
+        dropped += [t for t, w in zip(terms, weak, strict=True) if w]
+        terms = [t for t, w in zip(terms, weak, strict=True) if not w]
+        start = c[~weak]
+    return SymbolicRefit(
+        terms=terms, coefficients=c.copy(), sigma=np.asarray(s, float).copy(),
+        params=fitter.params_, uncertainties=fitter.uncertainties_,
+        train_rmse=fitter.train_rmse_, extrapolation_rmse=fitter.extrapolation_rmse_,
+        formula=_formula(terms, c, s), wall_time=wall, dropped=dropped,
+    )  # fmt: skip
+
+
+def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray):
+    """One physics + terms fit with the hybrid's settings, from its physical parameters."""
+    settings = {
+        k: v for k, v in hybrid.settings_.items()
+        if k not in ("model", "correction", "terms", "init_coefficients", "init_masses",
+                     "refit_symbolic", "hidden", "learn")
+    }  # fmt: skip
+    settings["learn"] = tuple(hybrid.learn)
+    # no Adam or L-BFGS: from the readout, the Levenberg–Marquardt finish (exact Jacobian) does
+    # the work; Adam's steps of ~lr in each coefficient threw a 0.1 drag to a close encounter
+    settings["epochs"], settings["lbfgs_steps"] = 0, 0
+    masses = hybrid.params_.get("masses")
+    fitter = type(hybrid)(
+        **settings, model="physics", terms=terms, init_coefficients=[float(x) for x in start],
+        init_masses=None if masses is None else [float(m) for m in masses],
+    )  # fmt: skip
+    return fitter.fit(data)
+
+
+def _contributions(fitter, terms: list[str], c: np.ndarray) -> np.ndarray:
+    """``|c_k| · RMS(term_k)`` along the fitted training window, per term."""
+    pred = fitter.prediction_
+    n = int(np.searchsorted(pred.times, fitter.train_until_, side="right"))
+    q, v, m = (torch.as_tensor(np.asarray(x, np.float64)) for x in
+               (pred.positions[:n], pred.velocities[:n], pred.masses))  # fmt: skip
+    library = particle_library(q.shape[-1])
+    with torch.no_grad():
+        rms = np.array([float(library[t](q, v, m).square().mean().sqrt()) for t in terms])
+    return np.abs(c) * rms
+
+
+def _formula(terms: list[str], c: np.ndarray, s: np.ndarray) -> str:
+    parts = [f"({x:.6g} ± {e:.2g}) {t}" for t, x, e in zip(terms, c, s, strict=True)]
+    return "a_i += " + " + ".join(parts)

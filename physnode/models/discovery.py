@@ -1,0 +1,291 @@
+"""The discovered law: a learned correction, read out as a sparse sum of named terms.
+
+After a hybrid fit, the correction is sampled along the fitted trajectory and regressed onto a
+library of candidate terms by sequentially thresholded least squares (STLSQ, the idea of SINDy:
+Brunton, Proctor & Kutz 2016). The result is a short formula with one coefficient per term and
+the fraction of the correction it explains.
+
+Particle systems (``N`` bodies in ``D`` dimensions, correction = extra accelerations): each term
+is a vector field evaluated for every body, and term ``k`` contributes ``coefficient_k × term_k``
+to the acceleration of each body (one coefficient for all bodies and axes). Per-body terms are
+written in the body's own position ``q`` and velocity ``v`` (data coordinates, origin at the
+data's origin); pair terms in ``r_ij = q_j - q_i`` and the masses ``m_j``:
+
+    uniform    e_x, e_y[, e_z]               a uniform field
+    position   q, |q| q, |q|^2 q, q/|q|^3    central fields about the origin (harmonic, ...,
+                                             point mass)
+    velocity   v, |v| v, |v|^2 v             drags
+    pair       sum_j m_j r_ij/|r_ij|^n       pair forces ~ r^(1-n), n = 0, 2, 3 (Newtonian), 4, 5
+
+The library offered is the families the correction's kind can represent (a per-body field:
+uniform, position, velocity; its conservative variant: uniform, position; pair kinds: pair;
+the full-state MLP: all).
+
+Other systems (correction = extra derivatives of some state components): one regression per
+corrected component onto the monomials of the state up to degree 2 (``1``, ``x``, ``x y``,
+``x^2``, ... with the state's names); ``targets`` says which component each term adds to.
+
+The threshold is not a setting: STLSQ runs along a path of thresholds and the sparsest law
+whose explained fraction is within :data:`TOLERATED_LOSS` of the whole library's is chosen.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "FAMILIES",
+    "TOLERATED_LOSS",
+    "Discovery",
+    "discover_particles",
+    "discover_state",
+    "particle_library",
+    "polynomial_library",
+    "stlsq",
+]
+
+#: the sparsest law may explain this much less of the correction's mean square than the whole
+#: library does (a term that adds under 1 % is not reported as physics)
+TOLERATED_LOSS = 0.01
+#: the thresholds of the path: a term is dropped when its RMS contribution is below
+#: ``threshold × RMS(correction)``
+THRESHOLDS = np.geomspace(1e-3, 0.5, 40)
+#: STLSQ's refits per threshold (it settles in a few; this only bounds a cycle)
+MAX_SWEEPS = 20
+
+#: ``f(q, v, m)``: positions and velocities ``(..., N, D)``, masses ``(N,)`` → ``(..., N, D)``
+ParticleTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """A sparse law found in a learned correction.
+
+    Attributes:
+        terms: the names of the terms kept, e.g. ``["q", "|v| v"]``.
+        coefficients: one per term, float64 ``(K,)``.
+        explained: the fraction of the correction's mean square the law explains
+            (``1 - Σ residual² / Σ correction²`` over the samples), in ``[0, 1]``.
+        library_explained: the same fraction for the least-squares fit of the whole library
+            (the ceiling: below ~0.9 the library lacks what the network learned).
+        formula: one readable line.
+        targets: for non-particle systems, the component each term adds to (``d<name>/dt``);
+            empty for particle systems (every term adds to every body's acceleration).
+    """
+
+    terms: list[str]
+    coefficients: np.ndarray
+    explained: float
+    library_explained: float
+    formula: str
+    targets: list[str]
+
+
+# -- the particle library -----------------------------------------------------------------------
+# Terms are written once, in torch, for both the readout (NumPy samples go through them) and the
+# symbolic refit (:class:`~physnode.models.symbolic.SymbolicTerms`, differentiated by autograd).
+def _norm(x: Tensor) -> Tensor:
+    return x.square().sum(-1, keepdim=True).sqrt()
+
+
+def _unit(axis: int) -> ParticleTerm:
+    def term(q: Tensor, v: Tensor, m: Tensor) -> Tensor:
+        del v, m
+        e = torch.arange(q.shape[-1], device=q.device) == axis
+        return e.to(q.dtype).expand_as(q)
+
+    return term
+
+
+def _pair(n: int) -> ParticleTerm:
+    def term(q: Tensor, v: Tensor, m: Tensor) -> Tensor:
+        del v
+        diff = q.unsqueeze(-3) - q.unsqueeze(-2)  # [i, j] = q_j - q_i
+        eye = torch.eye(q.shape[-2], dtype=q.dtype, device=q.device)
+        r = (diff.square().sum(-1) + eye).sqrt()  # 1 on the diagonal, where diff is 0
+        w = (1.0 - eye) * m.to(q.dtype) / r**n
+        return (w.unsqueeze(-1) * diff).sum(-2)
+
+    return term
+
+
+#: the families of particle terms; a kind of correction declares the families it can represent
+#: (:class:`~physnode.models.registry.CorrectionKind` ``families``)
+FAMILIES = ("uniform", "position", "velocity", "pair")
+
+
+def particle_library(dim: int, families: Sequence[str] = FAMILIES) -> dict[str, ParticleTerm]:
+    """The candidate terms for ``D = dim`` in ``families``, by name (:data:`ParticleTerm`)."""
+    terms: dict[str, ParticleTerm] = {}
+    if "uniform" in families:
+        terms |= {f"e_{'xyz'[a]}": _unit(a) for a in range(dim)}
+    if "position" in families:
+        terms |= {
+            "q": lambda q, v, m: q,
+            "|q| q": lambda q, v, m: _norm(q) * q,
+            "|q|^2 q": lambda q, v, m: _norm(q) ** 2 * q,
+            "q/|q|^3": lambda q, v, m: q / _norm(q).clamp_min(1e-300) ** 3,
+        }
+    if "velocity" in families:
+        terms |= {
+            "v": lambda q, v, m: v,
+            "|v| v": lambda q, v, m: _norm(v) * v,
+            "|v|^2 v": lambda q, v, m: _norm(v) ** 2 * v,
+        }
+    if "pair" in families:
+        for n in (0, 2, 3, 4, 5):
+            name = "sum_j m_j r_ij" if n == 0 else f"sum_j m_j r_ij/|r_ij|^{n}"
+            terms[name] = _pair(n)
+    return terms
+
+
+# -- the polynomial library ---------------------------------------------------------------------
+def polynomial_library(names: Sequence[str], degree: int = 2) -> list[tuple[str, tuple[int, ...]]]:
+    """Monomials of the state up to ``degree``: ``(name, exponents-as-index-tuple)``, e.g.
+    ``("x y", (0, 1))``; ``("1", ())`` is the constant."""
+    out: list[tuple[str, tuple[int, ...]]] = [("1", ())]
+    for d in range(1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(len(names)), d):
+            out.append((_monomial_name(names, combo), combo))
+    return out
+
+
+def _monomial_name(names: Sequence[str], combo: tuple[int, ...]) -> str:
+    parts = []
+    for index, group in itertools.groupby(combo):
+        power = len(list(group))
+        parts.append(names[index] + (f"^{power}" if power > 1 else ""))
+    return " ".join(parts)
+
+
+def _monomials(states: np.ndarray, library: list[tuple[str, tuple[int, ...]]]) -> np.ndarray:
+    """``(T, D)`` states → ``(T, K)`` monomial values."""
+    cols = [np.prod(states[:, list(combo)], axis=1) if combo else np.ones(len(states))
+            for _, combo in library]  # fmt: skip
+    return np.stack(cols, axis=1)
+
+
+# -- sequentially thresholded least squares -------------------------------------------------------
+def stlsq(columns: np.ndarray, target: np.ndarray, threshold: float) -> np.ndarray:
+    """Sparse coefficients ``(K,)`` of ``target ≈ columns @ ξ`` (``columns`` ``(R, K)``,
+    ``target`` ``(R,)``): least squares, then drop every term whose RMS contribution
+    ``|ξ_k| · RMS(column_k)`` is below ``threshold · RMS(target)`` and refit the rest, until
+    the kept set no longer changes."""
+    scale = np.sqrt(np.mean(columns**2, axis=0))
+    usable = scale > 0
+    z = np.where(usable, columns / np.where(usable, scale, 1.0), 0.0)
+    cut = threshold * float(np.sqrt(np.mean(target**2)))
+    keep = usable.copy()
+    xi = np.zeros(columns.shape[1])
+    for _ in range(MAX_SWEEPS):
+        xi = np.zeros(columns.shape[1])
+        if keep.any():
+            xi[keep] = np.linalg.lstsq(z[:, keep], target, rcond=None)[0]
+        new_keep = keep & (np.abs(xi) >= cut)
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    xi[~keep] = 0.0
+    return np.where(usable, xi / np.where(usable, scale, 1.0), 0.0)
+
+
+def _explained(columns: np.ndarray, target: np.ndarray, xi: np.ndarray) -> float:
+    total = float(np.sum(target**2))
+    if total == 0:
+        return 1.0
+    return max(0.0, 1.0 - float(np.sum((target - columns @ xi) ** 2)) / total)
+
+
+def _sparsest(columns: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Along the threshold path, the sparsest coefficients whose explained fraction is within
+    :data:`TOLERATED_LOSS` of the whole library's (ties: the one that explains most); with
+    that fraction and the library's."""
+    full = stlsq(columns, target, 0.0)
+    ceiling = _explained(columns, target, full)
+    best, best_key = full, (int(np.count_nonzero(full)), -ceiling)
+    for threshold in THRESHOLDS:
+        xi = stlsq(columns, target, float(threshold))
+        score = _explained(columns, target, xi)
+        key = (int(np.count_nonzero(xi)), -score)
+        if score >= ceiling - TOLERATED_LOSS and key < best_key:
+            best, best_key = xi, key
+    return best, -best_key[1], ceiling
+
+
+# -- the two entry points -----------------------------------------------------------------------
+def discover_particles(
+    positions: np.ndarray, velocities: np.ndarray, masses: np.ndarray, correction: np.ndarray,
+    families: Sequence[str] = FAMILIES,
+) -> Discovery:  # fmt: skip
+    """The law of a particle correction sampled at ``T`` states.
+
+    Args:
+        positions, velocities: ``(T, N, D)`` (length, length / time).
+        masses: ``(N,)``.
+        correction: the extra accelerations there, ``(T, N, D)`` (length / time²).
+        families: the families of terms the correction can represent (a per-body field has
+            no pair terms, a pair term no per-body ones: offering them would only let
+            near-collinear terms cancel each other).
+    """
+    q, v = np.asarray(positions, np.float64), np.asarray(velocities, np.float64)
+    m = np.asarray(masses, np.float64)
+    library = particle_library(q.shape[-1], families)
+    qt, vt, mt = (torch.from_numpy(x) for x in (q, v, m))
+    with torch.no_grad():
+        columns = np.stack([f(qt, vt, mt).reshape(-1).numpy() for f in library.values()], 1)
+    target = np.asarray(correction, np.float64).reshape(-1)
+    xi, explained, ceiling = _sparsest(columns, target)
+    kept = np.flatnonzero(xi)
+    names = [list(library)[k] for k in kept]
+    formula = "a_i += " + _sum(names, xi[kept]) if len(kept) else "a_i += 0 (no term explains it)"
+    return Discovery(names, xi[kept].copy(), explained, ceiling, formula, [])
+
+
+def discover_state(
+    states: np.ndarray, names: Sequence[str], correction: np.ndarray, targets: Sequence[str]
+) -> Discovery:
+    """The law of a correction to some components of a general state.
+
+    Args:
+        states: ``(T, D)`` samples of the state, whose components are called ``names``.
+        correction: ``(T, C)``: the extra derivative of each component in ``targets`` there.
+        targets: the ``C`` corrected components' names.
+    """
+    states = np.asarray(states, np.float64)
+    library = polynomial_library(names)
+    columns = _monomials(states, library)
+    correction = np.asarray(correction, np.float64).reshape(len(states), -1)
+    terms, coefficients, targets_out, pieces = [], [], [], []
+    residual, total, ceiling_res = 0.0, float(np.sum(correction**2)), 0.0
+    for c, target_name in enumerate(targets):
+        xi, _, _ = _sparsest(columns, correction[:, c])
+        full = stlsq(columns, correction[:, c], 0.0)
+        residual += float(np.sum((correction[:, c] - columns @ xi) ** 2))
+        ceiling_res += float(np.sum((correction[:, c] - columns @ full) ** 2))
+        kept = np.flatnonzero(xi)
+        terms += [library[k][0] for k in kept]
+        coefficients += list(xi[kept])
+        targets_out += [target_name] * len(kept)
+        if len(kept):
+            pieces.append(f"d{target_name}/dt += " + _sum([library[k][0] for k in kept], xi[kept]))
+    explained = 1.0 if total == 0 else max(0.0, 1.0 - residual / total)
+    ceiling = 1.0 if total == 0 else max(0.0, 1.0 - ceiling_res / total)
+    formula = "; ".join(pieces) or "no term explains it"
+    return Discovery(terms, np.asarray(coefficients, np.float64), explained, ceiling, formula,
+                     targets_out)  # fmt: skip
+
+
+def _sum(names: Sequence[str], coefficients: np.ndarray) -> str:
+    """``-0.05 q + 0.1 |v| v``: coefficients to 4 significant digits."""
+    parts = []
+    for k, (name, c) in enumerate(zip(names, coefficients, strict=True)):
+        magnitude = f"{abs(c):.4g}" + ("" if name == "1" else f" {name}")
+        sign = ("-" if c < 0 else "") if k == 0 else ("- " if c < 0 else "+ ")
+        parts.append(sign + magnitude)
+    return " ".join(parts)

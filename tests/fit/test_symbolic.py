@@ -1,0 +1,54 @@
+"""The discovered law of a hybrid fit and its symbolic refit, end to end, on data with a force
+the physics does not know (linear drag -γ v, γ = 0.1), simulated independently of physnode's
+model (``tests/fit/test_hybrid.py``: NumPy gravity plus drag, SciPy DOP853 at 1e-12). The fit
+starts from unit masses; the refit from the hybrid's masses and the readout's coefficients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from physnode.data import write_trajectory
+from physnode.data.fitfile import read_fit, write_fit
+from physnode.fit import Fitter
+from tests.fit.test_hybrid import GAMMA, TRUE_MASSES, _drag_data
+
+
+@pytest.mark.slow  # ~25 s: a 60-epoch hybrid fit and two refits
+def test_drag_is_discovered_refitted_and_stored(tmp_path) -> None:
+    """The field network's readout is ``-γ v`` alone within 5 % (the issue's bound; measured
+    -0.1001, the readout of a network fitted to t ≤ 2 only); the refit of
+    physics + v recovers γ and the masses to 1e-6 relative (clean data: the least-squares
+    finish at rtol 1e-10 measured 1e-11) and extrapolates 100× better than the network
+    (measured 2e-7 vs 6e-3). The fit file holds both, as docs/FORMAT.md lays out."""
+    data = _drag_data()
+    # the hybrid benchmark's settings (benchmarks/hybrid.py); with 40 epochs and 10 L-BFGS
+    # steps the readout kept 8 terms (v at -0.078) and only the refit found -γ v alone
+    fitter = Fitter(model="hybrid", correction="field", train_until=2.0, epochs=60, lr=0.01,
+                    lbfgs_steps=40, refit_symbolic=True).fit(data)  # fmt: skip
+    found = fitter.discovered_
+    assert found.terms == ["v"], found.formula
+    assert abs(found.coefficients[0] + GAMMA) < 0.05 * GAMMA, found.formula
+    refit = fitter.refit_
+    assert refit.terms == ["v"]
+    assert abs(refit.coefficients[0] + GAMMA) < 1e-6 * GAMMA, refit.formula
+    np.testing.assert_allclose(refit.params["masses"], TRUE_MASSES, rtol=1e-6)
+    assert refit.extrapolation_rmse < 0.01 * fitter.extrapolation_rmse_
+    path = write_fit(tmp_path / "fit.h5", fitter, data_path=_write(tmp_path, data), observed=data)
+    stored = read_fit(path).discovered
+    assert stored["terms"] == ["v"] and stored["formula"] == found.formula
+    np.testing.assert_array_equal(stored["coefficients"], found.coefficients)
+    assert stored["refit"]["terms"] == ["v"]
+    np.testing.assert_array_equal(stored["refit"]["sigma"], refit.sigma)
+    np.testing.assert_array_equal(stored["refit"]["params"]["masses"], refit.params["masses"])
+
+
+def test_a_physics_fit_has_no_discovered_law() -> None:
+    fitter = Fitter(model="physics", train_until=2.0, epochs=2, lbfgs_steps=0).fit(_drag_data())
+    assert fitter.discovered_ is None and fitter.refit_ is None
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "data.h5"
+    write_trajectory(path, data)
+    return path
