@@ -1,27 +1,36 @@
-"""``physnode fit DATA``: fit a model's physical parameters to a trajectory file.
+"""``physnode fit DATA...``: fit a model's physical parameters to trajectory files.
 
 The command parses options, checks them against the data, hands the work to
 :class:`physnode.fit.Fitter`, and writes the result with :func:`physnode.data.fitfile.write_fit`.
 Ctrl-C / SIGTERM ask the fitter to stop at the end of the current epoch; the state so far is
 written (``interrupted = True``) and ``--resume`` continues from it.
+
+With several data files each is fitted on its own, with the same settings, into
+``-o DIR/<stem>.fit.h5`` (:mod:`physnode.fit.many`); under ``torchrun`` the files are shared
+out over the ranks (:mod:`physnode.distributed`) and rank 0 prints one summary.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import math
 import signal
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
+from physnode import distributed
 from physnode.cli._errors import err_console, fail, handle_errors
 from physnode.cli._progress import progress_bar
 from physnode.cli.choices import FIT_DEFAULTS as DEFAULT
@@ -38,8 +47,10 @@ from physnode.cli.options import (
 )
 from physnode.data import Trajectory, read_trajectory
 from physnode.data.fitfile import FitRecord, read_fit, sha256_file, write_fit
-from physnode.fit import Fitter
+from physnode.errors import InvalidInputError, PhysnodeError
+from physnode.fit import Fitter, many
 from physnode.fit.fitter import element_labels
+from physnode.fit.many import FileResult, Job, Prior, Status
 
 console = Console(highlight=False)
 
@@ -48,7 +59,14 @@ EXIT_INTERRUPTED = 130
 # Settings a resumed run may change: only the number of epochs (to train longer).
 RESUME_MAY_CHANGE = ("epochs",)
 
-DataArg = Annotated[Path, typer.Argument(help="Trajectory file to fit (.h5, H5MD).")]
+DataArgs = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Trajectory files to fit (.h5, H5MD); several are fitted one by one, each on its "
+        "own, and shared out over the ranks under torchrun.",
+        show_default=False,
+    ),
+]
 Model = Annotated[FitModel, typer.Option(help="Model: physics parameters, hybrid or neural.")]
 Learn = Annotated[str, typer.Option(help="Parameters to learn, comma-separated, e.g. masses,y0.")]
 Grad = Annotated[GradMethod, typer.Option(help="Gradient method.")]
@@ -67,7 +85,18 @@ CorrectionOpt = Annotated[
         "variants, or a full-state MLP; auto: field for particle data, else mlp."
     ),
 ]
-Output = output_option("Fit file (default fit.h5; with --resume: the resumed file).")
+RefitSymbolic = Annotated[
+    bool,
+    typer.Option(
+        "--refit-symbolic",
+        help="Hybrid: refit physics plus the discovered law's terms as a physics model "
+        "(coefficients with uncertainties; docs/FITTING.md).",
+    ),
+]
+Output = output_option(
+    "Fit file (default fit.h5; with --resume: the resumed file). With several DATA files: the "
+    "directory for their <stem>.fit.h5 files (default: the current directory)."
+)
 Resume = Annotated[Path | None, typer.Option(help="Continue the fit stored in this fit file.")]
 
 
@@ -130,7 +159,9 @@ def _learn(value: str | None) -> tuple[str, ...] | None:
         return None
     names = tuple(n.strip() for n in value.split(",") if n.strip())
     if not names:
-        raise fail(f"--learn {value!r} names no parameter; e.g. --learn masses or masses,y0")
+        raise InvalidInputError(
+            f"--learn {value!r} names no parameter; e.g. --learn masses or masses,y0"
+        )
     return names
 
 
@@ -161,22 +192,34 @@ def _settings(options: dict[str, Any], resume_settings: dict[str, Any] | None) -
                 settings[key] = _from_file(key, value)
         if settings.get("model") == "hybrid" and "correction" not in resume_settings:
             settings["correction"] = "mlp"  # files from before corrections had kinds
-        for key, value in options.items():
-            if value is None or key in RESUME_MAY_CHANGE or key not in settings:
-                continue
-            old = settings[key]
-            same = old == value or (
-                isinstance(old, float) and isinstance(value, float) and math.isclose(old, value)
+        conflict = _setting_conflict(options, settings, may_change=RESUME_MAY_CHANGE)
+        if conflict is not None:
+            flag, shown, was = conflict
+            raise InvalidInputError(
+                f"{flag} {shown} differs from the resumed fit's {was}; "
+                "a resumed fit keeps its settings (only --epochs may change)"
             )
-            if not same:
-                shown = ",".join(value) if key == "learn" else value
-                was = ",".join(old) if key == "learn" else old
-                raise fail(
-                    f"--{key.replace('_', '-')} {shown} differs from the resumed fit's {was}; "
-                    "a resumed fit keeps its settings (only --epochs may change)"
-                )
     settings.update({k: v for k, v in options.items() if v is not None and k in accepted})
     return settings
+
+
+def _setting_conflict(
+    options: dict[str, Any], stored: dict[str, Any], may_change: Sequence[str] = ()
+) -> tuple[str, str, str] | None:
+    """``(flag, given, stored)`` of the first option given that differs from the stored
+    setting of the same name (floats compared with ``math.isclose``); None when all agree."""
+    for key, value in options.items():
+        if value is None or key in may_change or key not in stored:
+            continue
+        old = stored[key]
+        same = old == value or (
+            isinstance(old, float) and isinstance(value, float) and math.isclose(old, value)
+        )
+        if not same:
+            shown = ",".join(value) if key == "learn" else value
+            was = ",".join(old) if key == "learn" else old
+            return f"--{key.replace('_', '-')}", str(shown), str(was)
+    return None
 
 
 def _fmt_params(params: dict[str, np.ndarray], width: int = 60) -> str:
@@ -234,9 +277,38 @@ def _result_table(fitter: Any, data: Trajectory, out: Path, title: str) -> Table
     table.add_row(
         "extrapolation RMSE", "n/a (no data beyond)" if extrap is None else f"{extrap:.3e}", "", ""
     )
+    _add_discovered(table, getattr(fitter, "discovered_", None), getattr(fitter, "refit_", None))
     table.add_row("wall time", f"{fitter.wall_time_:.2f} s", "", "")
     table.add_row("output", str(out), "", "")
     return table
+
+
+def _add_discovered(table: Table, discovered: Any, refit: Any = None) -> None:
+    """Rows for a law the fitter discovered in its correction (``formula``, ``explained``, the
+    fraction of the correction it accounts for, and the whole library's) and for its symbolic
+    refit, in their own section; nothing when None."""
+    if discovered is None:
+        return
+    table.add_section()
+    table.add_row("discovered law", Text(str(discovered.formula)), "", "")
+    explained = f"{float(discovered.explained):.1%}"
+    library = getattr(discovered, "library_explained", None)
+    if library is not None:
+        explained += f" (whole library {float(library):.1%})"
+    table.add_row("explained", explained, "", "")
+    if refit is not None:
+        table.add_row("symbolic refit", Text(str(refit.formula)), "", "")
+        extrap = refit.extrapolation_rmse
+        shown = "n/a (no data beyond)" if extrap is None else f"{extrap:.3e}"
+        table.add_row("refit extrapolation RMSE", shown, "", "")
+        for name, value in refit.params.items():
+            if name != "coefficients":
+                sigma = np.max(np.atleast_1d(refit.uncertainties.get(name, np.nan)))
+                shown = ", ".join(f"{x:.8g}" for x in np.atleast_1d(value))
+                table.add_row(f"refit {name}", Text(f"{shown} (σ ≤ {sigma:.2g})"), "", "")
+        if refit.dropped:
+            table.add_row("refit dropped", Text(", ".join(refit.dropped)), "", "")
+    table.add_section()
 
 
 @contextlib.contextmanager
@@ -267,7 +339,7 @@ def _progress_bar(total: int) -> Iterator[Callable[..., None] | None]:
 @handle_errors
 def fit_command(
     ctx: typer.Context,
-    data: DataArg,
+    data: DataArgs,
     model: Model = FitModel(DEFAULT["model"]),
     learn: Learn = ",".join(DEFAULT["learn"]),
     grad: Grad = GradMethod(DEFAULT["grad"]),
@@ -279,6 +351,7 @@ def fit_command(
     train_until: TrainUntil = DEFAULT["train_until"],
     schedule: ScheduleOpt = Schedule(DEFAULT["schedule"]),
     correction: CorrectionOpt = Correction(DEFAULT["correction"]),
+    refit_symbolic: RefitSymbolic = DEFAULT["refit_symbolic"],
     seed: Seed = DEFAULT["seed"],
     device: Device = DEFAULT["device"],
     output: Output = None,
@@ -288,8 +361,29 @@ def fit_command(
     """Fit a model to DATA; print fitted parameters with uncertainties and RMSEs.
 
     Options not given are the resumed fit's (with --resume), else the Fitter's defaults shown.
+
+    Several DATA files: each is fitted on its own into -o DIR/<stem>.fit.h5 (docs/SCALING.md).
+
+    A rerun skips complete fits and resumes interrupted ones; --overwrite refits them.
     """
-    options = _given_settings(ctx)
+    world = distributed.world_from_env()
+    with _errors_on_root_only(world):
+        options = _given_settings(ctx)
+        if len(data) == 1 and world.size > 1:
+            raise InvalidInputError(
+                f"torchrun started {world.size} ranks for one data file; ranks share out "
+                "several files, so run one file without torchrun"
+            )
+    if len(data) == 1:
+        _fit_one_file(data[0], options, output, resume, overwrite)
+    else:
+        _fit_many(data, options, output, resume, overwrite, world)
+
+
+def _fit_one_file(
+    data: Path, options: dict[str, Any], output: Path | None, resume: Path | None, overwrite: bool
+) -> None:
+    """``physnode fit DATA``: one fit, its table, its fit file (``-o``, default ``fit.h5``)."""
     # Everything that can be checked is checked before the (long) fit starts.
     record = _resumed_fit(resume, data)
     out = _output_path(output, data, resume, overwrite)
@@ -321,7 +415,7 @@ def _refuse_if_nothing_determined(fitter: Any) -> None:
     params = fitter.params_
     n_values = sum(np.size(v) for v in params.values())
     if params and len(fitter.undetermined_) == n_values and not fitter.interrupted_:
-        raise fail(
+        raise InvalidInputError(
             f"the data cannot determine {', '.join(fitter.undetermined_)} (the motion does not "
             "depend on them); learn other parameters or give data that depend on them"
         )
@@ -342,7 +436,7 @@ def _given_settings(ctx: typer.Context) -> dict[str, Any]:
         options["learn"] = _learn(options["learn"])
     epochs = options.get("epochs")
     if epochs is not None and epochs < 1:
-        raise fail(f"--epochs {epochs} must be at least 1")
+        raise InvalidInputError(f"--epochs {epochs} must be at least 1")
     return options
 
 
@@ -358,7 +452,7 @@ def _resumed_fit(resume: Path | None, data: Path) -> FitRecord | None:
     record = read_fit(resume)
     digest = sha256_file(data) if data.is_file() else None
     if digest is not None and digest != record.data_sha256:
-        raise fail(
+        raise InvalidInputError(
             f"{data}: its SHA-256 differs from the data {resume} was fitted to "
             f"({record.data_file}); resume with the same data file"
         )
@@ -381,23 +475,254 @@ def _check_train_until(until: float | None, traj: Trajectory) -> None:
         return
     t0, t_end = float(traj.times[0]), float(traj.times[-1])
     if not (math.isfinite(until) and t0 < until <= t_end):
-        raise fail(
+        raise InvalidInputError(
             f"--train-until {until:g} is outside the data: it must lie in ({t0:g}, {t_end:g}]"
         )
 
 
-def _run_fit(settings: dict[str, Any], traj: Trajectory, record: FitRecord | None) -> Any:
-    """The fitted Fitter; Ctrl-C / SIGTERM stop it at the end of an epoch (``interrupted_``)."""
+def _run_fit(
+    settings: dict[str, Any],
+    traj: Trajectory,
+    record: FitRecord | None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Any:
+    """The fitted Fitter; Ctrl-C / SIGTERM stop it at the end of an epoch (``interrupted_``).
+
+    Without ``should_stop`` (one file) the fit installs its own signal handlers and shows an
+    epoch bar; with it (one of many files) the caller has done both, and no bar is shown.
+    """
     fitter = _fitter_class()(**settings)
+    resume = None if record is None else record.state
+    if should_stop is not None:
+        fitter.fit(traj, progress=None, should_stop=should_stop, resume=resume)
+        return fitter
     should_stop = _make_stop_flag()
     with (
         _stop_on_signals(should_stop),
         _progress_bar(int(getattr(fitter, "epochs", 0) or 0)) as progress,
     ):
-        fitter.fit(
-            traj,
-            progress=progress,
-            should_stop=should_stop,
-            resume=None if record is None else record.state,
-        )
+        fitter.fit(traj, progress=progress, should_stop=should_stop, resume=resume)
     return fitter
+
+
+# ====================================================================== several data files
+@contextlib.contextmanager
+def _errors_on_root_only(world: distributed.World) -> Iterator[None]:
+    """A check that fails the same way on every rank says so once: rank 0 prints the
+    ``error:`` line, the other ranks exit 1 silently."""
+    try:
+        yield
+    except PhysnodeError:
+        if world.is_root:
+            raise
+        raise typer.Exit(code=1) from None
+
+
+def _fit_many(
+    files: Sequence[Path],
+    options: dict[str, Any],
+    output: Path | None,
+    resume: Path | None,
+    overwrite: bool,
+    world: distributed.World,
+) -> None:
+    """Fit each file into ``DIR/<stem>.fit.h5`` (this rank's share under torchrun), gather
+    every rank's results, print one summary on rank 0, exit non-zero on any failure."""
+    with _errors_on_root_only(world):
+        if resume is not None:
+            raise InvalidInputError(
+                "--resume takes one data file; with several, rerun the same command: "
+                "interrupted fits in the output directory are resumed, complete ones skipped"
+            )
+        out_dir = _output_dir(output)
+        jobs = many.plan(files, out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with distributed.process_group(world, device=str(options.get("device", "cpu"))):
+        # a shell glob sorts by locale: ranks on other nodes might shard another order
+        distributed.require_agreement([str(p) for p in files], world, "data files")
+        mine = distributed.shard(jobs, world)
+        try:
+            results = _fit_shard(mine, options, overwrite, world)
+        except KeyboardInterrupt:  # a second Ctrl-C: abort the fit under way
+            raise fail(
+                "interrupted; the fit files written so far are complete: rerun the same "
+                "command to do the rest",
+                code=EXIT_INTERRUPTED,
+            ) from None
+        gathered = distributed.all_gather(results, world)
+    everything = sorted(itertools.chain.from_iterable(gathered), key=lambda r: r.index)
+    if world.is_root:
+        _report(everything, world, time.perf_counter() - start)
+    _exit_for(everything)
+
+
+def _output_dir(output: Path | None) -> Path:
+    """``-o DIR`` (default: the current directory); it may not exist yet, but not be a file."""
+    out_dir = Path(".") if output is None else output
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidInputError(
+            f"{out_dir}: is a file; with several DATA files -o names a directory for their "
+            f"<stem>{many.FIT_SUFFIX} files"
+        )
+    return out_dir
+
+
+def _fit_shard(
+    jobs: Sequence[Job], options: dict[str, Any], overwrite: bool, world: distributed.World
+) -> list[FileResult]:
+    """This rank's jobs, one after the other; Ctrl-C / SIGTERM stop the fit under way at the
+    end of an epoch (it is written, resumable) and start no other."""
+    stop = _make_stop_flag()
+    with _stop_on_signals(stop), _files_bar(len(jobs), world) as done:
+        results = many.run_jobs(
+            jobs,
+            lambda job: _fit_job(job, options, overwrite, stop),
+            should_stop=stop,
+            on_done=done,
+            rank=world.rank,
+        )
+    for result in results:
+        if result.detail:  # an unexpected error: its traceback, on the rank where it happened
+            err_console.print(f"{result.data}: {result.detail}", markup=False)
+    return results
+
+
+def _fit_job(
+    job: Job, options: dict[str, Any], overwrite: bool, should_stop: Callable[[], bool]
+) -> FileResult:
+    """Fit one file into its fit file: skip a complete fit of the same data, resume an
+    interrupted one, refuse anything else in the way (without --overwrite)."""
+    prior, record = many.prior_fit(job.output, job.data, overwrite)
+    if prior is Prior.COMPLETE and record is not None:
+        _refuse_other_settings(job, options, record)
+        return FileResult.skipped(job, record)
+    resumed = record if prior is Prior.INTERRUPTED else None
+    traj = read_trajectory(job.data)
+    settings = _job_settings(job, options, resumed)
+    _check_train_until(settings.get("train_until"), traj)
+    fitter = _run_fit(settings, traj, resumed, should_stop=should_stop)
+    _refuse_if_nothing_determined(fitter)
+    replace = overwrite or resumed is not None
+    write_fit(job.output, fitter, data_path=job.data, observed=traj, overwrite=replace)
+    return FileResult.from_fitter(job, fitter)
+
+
+def _job_settings(job: Job, options: dict[str, Any], resumed: FitRecord | None) -> dict[str, Any]:
+    """The Fitter's settings for ``job``: those given, over a resumed fit's own."""
+    if resumed is None:
+        return _settings(options, None)
+    try:
+        return _settings(options, resumed.settings)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"{job.output} is an interrupted fit: {exc}; or rerun with --overwrite to start "
+            "it again"
+        ) from None
+
+
+def _refuse_other_settings(job: Job, options: dict[str, Any], record: FitRecord) -> None:
+    """A complete fit made with other settings than those given now is not what was asked
+    for: refuse it rather than skip it silently or replace it without --overwrite."""
+    stored = {k: _from_file(k, v) for k, v in record.settings.items()}
+    conflict = _setting_conflict(options, stored)
+    if conflict is not None:
+        flag, shown, was = conflict
+        raise InvalidInputError(
+            f"{job.output} is a complete fit made with {flag} {was}, not {shown}; rerun with "
+            "--overwrite to refit it"
+        )
+
+
+@contextlib.contextmanager
+def _files_bar(total: int, world: distributed.World) -> Iterator[Callable[..., None] | None]:
+    """``done(result)`` advancing a bar over this rank's files on a terminal (rank 0 only,
+    so ranks sharing a terminal do not fight over it); None otherwise."""
+    where = f"rank {world.rank}/{world.size} " if world.size > 1 else ""
+    columns = (
+        TextColumn(f"[bold]{where}files[/] {{task.completed:.0f}}/{{task.total:.0f}}"),
+        BarColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with progress_bar(*columns) as bar:
+        if bar is None or not world.is_root:
+            yield None
+            return
+        task = bar.add_task("files", total=total, last="")
+
+        def done(result: FileResult) -> None:
+            name = Text(f"{Path(result.data).name}: {result.status.value}").markup
+            bar.update(task, advance=1, last=name)
+
+        yield done
+
+
+def _status_cell(result: FileResult) -> Text:
+    """``fitted``, ``skipped (complete)``, ``interrupted``, ...; a failure is ``failed``, in
+    red, its reason on a line of its own below the table (a table cell would fold it)."""
+    if result.status is Status.FAILED:
+        return Text("failed", style="red")
+    if result.reason and result.status is Status.SKIPPED:
+        return Text(f"{result.status.value} ({result.reason})")
+    return Text(result.status.value)
+
+
+def _rmse_cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2e}"
+
+
+def _summary_table(results: Sequence[FileResult], world: distributed.World) -> Table:
+    """One row per data file: status, fitted parameters, RMSEs, seconds (and the rank); laid
+    out to fit 80 columns (no side borders; long names and parameters fold)."""
+    table = Table(
+        title=f"physnode fit: {len(results)} files",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("file", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("parameters", overflow="fold", min_width=10)
+    for col in ("train\nRMSE", "extrap.\nRMSE", "wall\ntime", "rank")[: 4 if world.size > 1 else 3]:
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in results:
+        row: list[Text | str] = [
+            Text(r.data),
+            _status_cell(r),
+            Text(_fmt_params(r.params, width=48)) if r.params else "—",
+            _rmse_cell(r.train_rmse),
+            _rmse_cell(r.extrapolation_rmse),
+            "—" if r.wall_time is None else f"{r.wall_time:.1f} s",
+        ]
+        if world.size > 1:
+            row.append(str(r.rank))
+        table.add_row(*row)
+    return table
+
+
+def _report(results: Sequence[FileResult], world: distributed.World, seconds: float) -> None:
+    """The summary table, a count line, each file's warnings and what to do next."""
+    console.print(_summary_table(results, world))
+    counts = {s: sum(r.status is s for r in results) for s in Status}
+    told = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+    ranks = f" on {world.size} ranks" if world.size > 1 else ""
+    console.print(f"{told} of {len(results)} files in {seconds:.1f} s{ranks}")
+    for r in results:
+        if r.status is Status.FAILED:
+            named = r.reason if r.reason.startswith(f"{r.data}:") else f"{r.data}: {r.reason}"
+            err_console.print(Text.assemble(("failed:", "bold red"), f" {named}"))
+        for message in r.warnings:
+            err_console.print(Text(f"warning: {r.data}: {message}"))
+    if counts[Status.INTERRUPTED] or counts[Status.NOT_STARTED]:
+        err_console.print("interrupted; rerun the same command to resume")
+
+
+def _exit_for(results: Sequence[FileResult]) -> None:
+    """Exit 130 when stopped (resume by rerunning), 1 when a file failed, else return."""
+    if any(r.status in (Status.INTERRUPTED, Status.NOT_STARTED) for r in results):
+        raise typer.Exit(code=EXIT_INTERRUPTED)
+    if any(r.status is Status.FAILED for r in results):
+        raise typer.Exit(code=1)

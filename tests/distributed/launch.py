@@ -1,0 +1,42 @@
+"""``physnode`` with test seams taken from the environment, for tests that launch it in
+subprocesses (``torchrun ... tests/distributed/launch.py fit a.h5 b.h5``).
+
+``PHYSNODE_TEST_LBFGS_STEPS=n``: fits use ``Fitter(lbfgs_steps=n)`` (short fits; the CLI has
+no such option). ``PHYSNODE_TEST_DIE_RANK=r``: the rank ``r`` (torchrun's ``RANK``) dies with
+``os._exit(1)`` at the first epoch of its first fit: a process killed mid-run, with no chance
+to clean up.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import physnode.cli.fit as cli_fit
+from physnode.cli.app import main
+from physnode.fit import Fitter
+
+
+class DyingFitter(Fitter):
+    """A Fitter whose process dies at its first poll of ``should_stop`` (after one epoch)."""
+
+    def fit(self, data: Any, **kwargs: Any) -> Fitter:
+        def die() -> bool:
+            os._exit(1)
+
+        return super().fit(data, **{**kwargs, "should_stop": die})
+
+
+def fitter_class() -> Any:
+    """The Fitter the CLI builds, as the environment asks."""
+    cls: Any = Fitter
+    if os.environ.get("PHYSNODE_TEST_DIE_RANK") == os.environ.get("RANK", "0"):
+        cls = DyingFitter
+    steps = os.environ.get("PHYSNODE_TEST_LBFGS_STEPS")
+    return cls if steps is None else functools.partial(cls, lbfgs_steps=int(steps))
+
+
+if __name__ == "__main__":
+    cli_fit._fitter_class = fitter_class
+    main()
