@@ -17,7 +17,7 @@ import torch
 
 from physnode.constraints import Constraint, Interval, Optional, Options
 from physnode.data import Trajectory
-from physnode.errors import InvalidInputError
+from physnode.errors import InvalidInputError, SolverError
 from physnode.fit.least_squares import least_squares_finish
 from physnode.fit.objective import Objective
 from physnode.fit.problem import MODELS, OBSERVE, FitProblem, build_problem
@@ -263,7 +263,11 @@ class Fitter:
         self.wall_time_ = time.perf_counter() - start_time
         self.refit_ = None
         if self.refit_symbolic and self.discovered_ is not None and prob.particles is not None:
-            self.refit_ = refit_symbolic(self, data, self.discovered_)
+            try:
+                self.refit_ = refit_symbolic(self, data, self.discovered_)
+            except SolverError as exc:  # the readout's law cannot be integrated over the data
+                self.warnings_.append(f"the symbolic refit of {self.discovered_.formula!r} "
+                                      f"failed, so there is none: {exc}")  # fmt: skip
         return self
 
     # -- pieces ----------------------------------------------------------------------------

@@ -4,9 +4,10 @@ A hybrid fit's network is read out as a sparse law (:mod:`physnode.models.discov
 refit then fits the physics plus exactly those terms, their coefficients learned with the
 physical parameters (:class:`~physnode.models.symbolic.SymbolicTerms`), so the coefficients
 get uncertainties from the least-squares finish like masses do. Terms whose coefficient is
-not significant (``|c| < SIGNIFICANCE · σ``) or negligible (its term adds under
-:data:`NEGLIGIBLE` of the largest one's acceleration) are dropped and the rest refitted once: the
-network's readout may keep a term that only helped it approximate another.
+negligible (its term adds under :data:`NEGLIGIBLE` of the largest one's acceleration) or not
+significant (``|c| < SIGNIFICANCE · σ``, undetermined included) are dropped, the least
+significant first and one at a time, refitting after each: the network's readout may keep a
+term that only helped it approximate another.
 """
 
 from __future__ import annotations
@@ -64,18 +65,16 @@ def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRe
         return None
     terms, start, dropped, wall = list(discovery.terms), discovery.coefficients, [], 0.0
     while True:
-        fitter = _refit(hybrid, data, terms, start)
+        fitter = _refit(hybrid, data, terms, start)  # SolverError: the caller says so
         wall += fitter.wall_time_
         c = fitter.params_[COEFFICIENTS]
         s = fitter.uncertainties_[COEFFICIENTS]
-        weak = ~(np.abs(c) >= SIGNIFICANCE * s) & np.isfinite(s)  # NaN σ: interrupted, keep
-        size = _contributions(fitter, terms, c)
-        weak |= size < NEGLIGIBLE * size.max()
-        if not weak.any() or weak.all():
+        drop = _weakest(c, s, _contributions(fitter, terms, c))
+        if drop is None or len(terms) == 1:
             break
-        dropped += [t for t, w in zip(terms, weak, strict=True) if w]
-        terms = [t for t, w in zip(terms, weak, strict=True) if not w]
-        start = c[~weak]
+        dropped += [terms[k] for k in np.flatnonzero(drop)]
+        terms = [t for t, w in zip(terms, drop, strict=True) if not w]
+        start = c[~drop]
     return SymbolicRefit(
         terms=terms, coefficients=c.copy(), sigma=np.asarray(s, float).copy(),
         params=fitter.params_, uncertainties=fitter.uncertainties_,
@@ -101,6 +100,25 @@ def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray):
         init_masses=None if masses is None else [float(m) for m in masses],
     )  # fmt: skip
     return fitter.fit(data)
+
+
+def _weakest(c: np.ndarray, s: np.ndarray, size: np.ndarray) -> np.ndarray | None:
+    """Which terms to drop next (a mask), or ``None`` when every term stays: all negligible
+    ones at once, else the one least significant (smallest ``|c| / σ``, undetermined first)
+    if it is under :data:`SIGNIFICANCE` σ. One at a time, because two near-collinear terms
+    can each look insignificant while one of them is the law. NaN σ (an interrupted finish)
+    keeps a term; never all terms."""
+    negligible = size < NEGLIGIBLE * size.max()
+    if negligible.any():
+        return negligible if not negligible.all() else None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(np.isnan(s), np.inf, np.abs(c) / s)
+    k = int(np.argmin(z))
+    if z[k] >= SIGNIFICANCE:
+        return None
+    drop = np.zeros(len(c), dtype=bool)
+    drop[k] = True
+    return drop
 
 
 def _contributions(fitter, terms: list[str], c: np.ndarray) -> np.ndarray:
