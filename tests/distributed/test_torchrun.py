@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -66,8 +67,11 @@ def test_torchrun_fits_equal_a_single_process_run(
     args = [*(f"{s}.h5" for s in stems), "junk.h5", "--epochs", str(EPOCHS)]
     done = torchrun(tmp_path, *args, "-o", "ranks")
     assert done.returncode == 1, done.stdout + done.stderr
-    # torchrun lists every rank that exited non-zero, with its code
-    assert done.stderr.count("exitcode  : 1") == 2, done.stderr
+    # torchrun lists every rank that exited non-zero, with its code. Both ranks exit 1, but
+    # the first to exit makes torchrun SIGTERM the other (-15) when that one has not exited
+    # yet (seen in CI under load): no rank may end otherwise
+    codes = re.findall(r"^\s*exitcode\s+:\s*(-?\d+)", done.stderr, flags=re.MULTILINE)
+    assert "1" in codes and set(codes) <= {"1", "-15"} and len(codes) == 2, done.stderr
     assert fit_files(tmp_path / "ranks") == ["a.fit.h5", "b.fit.h5", "c.fit.h5"]
     out = " ".join(done.stdout.split())
     assert out.count("physnode fit: 4 files") == 1  # rank 0 reports for everyone
