@@ -296,6 +296,9 @@ def _add_discovered(table: Table, discovered: Any, refit: Any = None) -> None:
     if library is not None:
         explained += f" (whole library {float(library):.1%})"
     table.add_row("explained", explained, "", "")
+    size = getattr(discovered, "relative_size", math.nan)
+    if not math.isnan(size):
+        table.add_row("correction / physics (RMS)", f"{size:.2e}", "", "")
     if refit is not None:
         table.add_row("symbolic refit", Text(str(refit.formula)), "", "")
         extrap = refit.extrapolation_rmse

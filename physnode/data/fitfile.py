@@ -17,7 +17,8 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
         history/<name> (E, *shape)
         series/<key> (E, ...)    any other per-epoch history (rare)
         network/<key>            neural-correction weights by state_dict key
-        discovered               +formula, +explained, +library_explained: the law read from
+        discovered               +formula, +explained, +library_explained, +relative_size:
+                                 the law read from
                                  a hybrid's correction (hybrid fits only)
             terms (K,)  coefficients (K,)  [targets (K,): state systems]
             refit                +formula, +train_rmse, +extrapolation_rmse, +wall_time
@@ -216,6 +217,7 @@ def _write_discovered(g: h5py.Group, discovery: Any, refit: Any) -> None:
     d.attrs["formula"] = discovery.formula
     d.attrs["explained"] = np.float64(discovery.explained)
     d.attrs["library_explained"] = np.float64(discovery.library_explained)
+    d.attrs["relative_size"] = np.float64(getattr(discovery, "relative_size", math.nan))
     d.create_dataset("terms", data=hdf5.string_array(list(discovery.terms)))
     d.create_dataset("coefficients", data=np.asarray(discovery.coefficients, np.float64))
     if discovery.targets:
@@ -457,6 +459,7 @@ def _read_discovered(d: Any) -> dict[str, Any] | None:
         "formula": str(hdf5.python_value(d.attrs["formula"])),
         "explained": float(d.attrs["explained"]),
         "library_explained": float(d.attrs["library_explained"]),
+        "relative_size": float(d.attrs.get("relative_size", math.nan)),
         "refit": None,
     }
     r = d.get("refit")

@@ -31,6 +31,10 @@ from physnode.solver import ADAPTIVE_METHODS, GRAD_METHODS
 
 __all__ = ["MODELS", "SCHEDULES", "Fitter"]
 
+#: a symbolic refit whose training RMSE exceeds the network's by this factor is flagged (on
+#: noisy data both sit at the noise level, within a few per cent; clean: the refit is better)
+WORSE = 2.0
+
 Progress = Callable[[int, int, float, dict], None]
 
 
@@ -263,12 +267,23 @@ class Fitter:
         self.wall_time_ = time.perf_counter() - start_time
         self.refit_ = None
         if self.refit_symbolic and self.discovered_ is not None and prob.particles is not None:
-            try:
-                self.refit_ = refit_symbolic(self, data, self.discovered_)
-            except SolverError as exc:  # the readout's law cannot be integrated over the data
-                self.warnings_.append(f"the symbolic refit of {self.discovered_.formula!r} "
-                                      f"failed, so there is none: {exc}")  # fmt: skip
+            self._refit(data)
         return self
+
+    def _refit(self, data: Trajectory) -> None:
+        """``refit_`` from the discovered law; what makes it doubtful goes to ``warnings_``."""
+        try:
+            self.refit_ = refit_symbolic(self, data, self.discovered_)
+        except SolverError as exc:  # the readout's law cannot be integrated over the data
+            self.warnings_.append(f"the symbolic refit of {self.discovered_.formula!r} failed, "
+                                  f"so there is none: {exc}")  # fmt: skip
+            return
+        if self.refit_ is not None and self.refit_.train_rmse > WORSE * self.train_rmse_:
+            self.warnings_.append(
+                f"the symbolic refit ({self.refit_.formula}) fits the training window "
+                f"{self.refit_.train_rmse / self.train_rmse_:.0f}x worse than the network: the "
+                "library lacks what the network learned, so the refit is no law of these data"
+            )
 
     # -- pieces ----------------------------------------------------------------------------
     def _set_up(self, data: Trajectory, y0: torch.Tensor | None) -> FitProblem:

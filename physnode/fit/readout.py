@@ -3,6 +3,8 @@ read from the correction along the fitted trajectory."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -20,7 +22,13 @@ def discovered_law(prob: FitProblem, states: np.ndarray) -> Discovery | None:
     model, system = prob.model, prob.system
     if system is None or prob.correction is None or getattr(model, "correction", None) is None:
         return None
-    correction = _correction(prob, states)
+    correction, physics = _correction(prob, states)
+    size = float(np.sqrt(np.mean(correction**2)) / max(np.sqrt(np.mean(physics**2)), 1e-300))
+    return dataclasses.replace(_law(prob, states, correction), relative_size=size)
+
+
+def _law(prob: FitProblem, states: np.ndarray, correction: np.ndarray) -> Discovery:
+    system = prob.system
     if prob.particles is not None:
         n, d = prob.particles
         q = states[:, : n * d].reshape(len(states), n, d)
@@ -33,14 +41,19 @@ def discovered_law(prob: FitProblem, states: np.ndarray) -> Discovery | None:
     return discover_state(states, names, correction, targets)
 
 
-def _correction(prob: FitProblem, states: np.ndarray) -> np.ndarray:
-    """The correction's part of the derivative at ``states``: ``(T, D/2)`` (the accelerations)
-    for second-order systems, else ``(T, D)``. Model minus physics, both at the first data
-    time, so it needs nothing of the correction but that it depends on the state alone."""
+def _correction(prob: FitProblem, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The correction's part of the derivative at ``states`` and the physics' part: each
+    ``(T, D/2)`` (the accelerations) for second-order systems, else ``(T, D)``. The
+    correction is model minus physics, both at the first data time, so it needs nothing of
+    the correction but that it depends on the state alone."""
     start = prob.start()
     y = torch.as_tensor(states, dtype=start.dtype, device=start.device)
     t = torch.tensor(float(prob.times[0]), dtype=start.dtype, device=start.device)
     with torch.no_grad():
-        extra = (prob.model(t, y) - prob.system(t, y)).cpu().numpy().astype(np.float64)
-    half = states.shape[-1] // 2
-    return extra[:, half:] if prob.system.second_order else extra
+        physics = prob.system(t, y)
+        extra = (prob.model(t, y) - physics).cpu().numpy().astype(np.float64)
+        physics = physics.cpu().numpy().astype(np.float64)
+    if prob.system.second_order:
+        half = states.shape[-1] // 2
+        return extra[:, half:], physics[:, half:]
+    return extra, physics

@@ -78,6 +78,9 @@ class Discovery:
         formula: one readable line.
         targets: for non-particle systems, the component each term adds to (``d<name>/dt``);
             empty for particle systems (every term adds to every body's acceleration).
+        relative_size: RMS of the correction over RMS of the physics' part of the same
+            derivatives along the samples (NaN when not given): a law read from a correction
+            of 1e-4 of the physics is the network's residue, not physics.
     """
 
     terms: list[str]
@@ -86,6 +89,7 @@ class Discovery:
     library_explained: float
     formula: str
     targets: list[str]
+    relative_size: float = float("nan")
 
 
 # -- the particle library -----------------------------------------------------------------------

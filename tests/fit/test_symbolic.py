@@ -29,6 +29,9 @@ def test_drag_is_discovered_refitted_and_stored(tmp_path) -> None:
     found = fitter.discovered_
     assert found.terms == ["v"], found.formula
     assert abs(found.coefficients[0] + GAMMA) < 0.05 * GAMMA, found.formula
+    # the drag, 0.1 |v| with |v| ~ 1, against gravity's ~1: a few per cent of the physics,
+    # never the 1e-4 of a network's residue (bounds an order of magnitude either side)
+    assert 0.005 < found.relative_size < 0.5, found.relative_size
     refit = fitter.refit_
     assert refit.terms == ["v"]
     assert abs(refit.coefficients[0] + GAMMA) < 1e-6 * GAMMA, refit.formula
@@ -37,6 +40,7 @@ def test_drag_is_discovered_refitted_and_stored(tmp_path) -> None:
     path = write_fit(tmp_path / "fit.h5", fitter, data_path=_write(tmp_path, data), observed=data)
     stored = read_fit(path).discovered
     assert stored["terms"] == ["v"] and stored["formula"] == found.formula
+    assert stored["relative_size"] == found.relative_size
     np.testing.assert_array_equal(stored["coefficients"], found.coefficients)
     assert stored["refit"]["terms"] == ["v"]
     np.testing.assert_array_equal(stored["refit"]["sigma"], refit.sigma)
