@@ -11,6 +11,7 @@ The library behind ``physnode simulate``; no CLI imports here::
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import itertools
 import math
@@ -81,6 +82,7 @@ def simulate(
     progress: Callable[[float], None] | None = None,
     masses: Sequence[float] | None = None,
     initial: str | os.PathLike[str] | InitialConditions | None = None,
+    members: tuple[int, int] | None = None,
 ) -> tuple[Trajectory, SimulationSummary]:
     """Integrate ``system`` in float64 and sample it at ``points`` equally spaced times.
 
@@ -120,6 +122,13 @@ def simulate(
             source, its SHA-256 and ``t0`` are recorded (``initial``, ``initial_sha256``,
             ``initial_t0``). ``preset``, ``dim``, ``bodies``, ``batch`` and ``periods`` are
             refused beside it.
+        members: with ``batch``: integrate only members ``lo .. hi - 1`` of the batch
+            (``(lo, hi)``, ``0 <= lo < hi <= batch``), one rank's share of a sharded ensemble.
+            Their starts and their noise draws are exactly those the whole batch gives them
+            (the batch is drawn whole and sliced). Fixed-step and symplectic methods then give
+            bit-identical members; adaptive ones choose one step sequence per integrated batch
+            (the error norm spans all its members), so a share agrees with the whole batch only
+            to within the tolerances.
 
     Returns:
         ``(trajectory, summary)``.
@@ -141,7 +150,7 @@ def simulate(
         preset=preset, dim=dim, seed=seed, bodies=bodies, batch=batch,
         masses=None if masses is None else tuple(float(m) for m in masses), initial=initial,
     )  # fmt: skip
-    setup = info.setup(options, params)
+    setup = _members_of(info.setup(options, params), batch, members)
     span, run_info = _run_length(system, setup, periods, t_end)
     step_size = _step_size(step_size, setup.period, span)
     meta = {**setup.parameters, **run_info, "method": method, "seed": int(seed)}
@@ -156,7 +165,7 @@ def simulate(
     ys, n_acc, n_rej, nfe = _integrate(module, y0, times, method, rtol, atol, step_size, progress)
     wall = time.perf_counter() - start
 
-    traj, energy_error = _record(module, times, ys, meta, noise, seed)
+    traj, energy_error = _record(module, times, ys, meta, noise, seed, members, batch)
     summary = SimulationSummary(energy_error, n_acc, n_rej, nfe, wall, float(times[-1]), method)
     return traj, summary
 
@@ -242,6 +251,21 @@ def _initial(
             f"initial must be a file name or InitialConditions; got {type(initial).__name__}."
         )
     return read_initial(initial)
+
+
+def _members_of(setup: RunSetup, batch: int | None, members: tuple[int, int] | None) -> RunSetup:
+    """``setup`` with its batch of starts cut to ``members`` (``(lo, hi)``); InvalidInputError
+    for ``members`` without a batch or outside it."""
+    if members is None:
+        return setup
+    if batch is None:
+        raise InvalidInputError("members applies to a batch (an ensemble) only; give batch too.")
+    lo, hi = members
+    if not 0 <= lo < hi <= batch:
+        raise InvalidInputError(
+            f"members {members!r} must be (lo, hi) with 0 <= lo < hi <= batch ({batch})."
+        )
+    return dataclasses.replace(setup, y0=setup.y0[lo:hi])
 
 
 def _run_length(
@@ -358,12 +382,56 @@ def _record(
     meta: dict[str, Any],
     noise: float,
     seed: int,
+    members: tuple[int, int] | None = None,
+    batch: int | None = None,
 ) -> tuple[Trajectory, float | None]:
-    """The system's trajectory of ``ys`` with its clean energy, then noise; and the energy error."""
+    """The system's trajectory of ``ys`` with its clean energy, then noise; and the energy error.
+    ``members``: ``ys`` holds only these members of a ``batch``; they get the noise the whole
+    batch's trajectory would give them."""
     energy = _energy(module, ys)
     traj = module.to_trajectory(times, ys.detach().cpu().numpy(), energy=energy, parameters=meta)
-    if noise > 0:
+    if noise > 0 and members is not None and batch is not None:
+        traj = _add_member_noise(traj, float(noise), int(seed), members, batch)
+    elif noise > 0:
         traj = add_noise(traj, float(noise), int(seed), relative=True)
     else:
         traj.parameters["noise_std"] = 0.0
     return traj, _energy_error(energy)
+
+
+#: Values drawn at a time when a share of an ensemble draws the whole batch's noise.
+_NOISE_CHUNK = 1 << 20
+
+
+def _add_member_noise(
+    traj: Trajectory, std: float, seed: int, members: tuple[int, int], batch: int
+) -> Trajectory:
+    """:func:`~physnode.data.add_noise` (relative) of members ``lo .. hi - 1`` of a ``batch``:
+    ``traj`` holds only those members, and each gets exactly the draws it would get in the
+    whole batch's trajectory.
+
+    ``add_noise`` draws positions, then velocities, then the state, each over the whole
+    ensemble in C order (time first, so members interleave). The same generator is run over
+    the whole batch's shape, a few time samples at a time (memory stays bounded), and the
+    members' slice kept. The relative scale is per member already (RMS over time only).
+    """
+    if seed < 0:
+        raise InvalidInputError(f"seed must be an int >= 0; got {seed!r}")
+    rng = np.random.default_rng(seed)
+    lo, hi = members
+    noisy: dict[str, np.ndarray] = {}
+    for name in ("positions", "velocities", "state"):  # add_noise's order
+        x = getattr(traj, name)
+        if x is None:
+            continue
+        full = (x.shape[0], batch, *x.shape[2:])
+        step = max(1, _NOISE_CHUNK // math.prod(full[1:]))  # time samples per draw
+        draws = np.concatenate(
+            [
+                rng.standard_normal((min(step, full[0] - t), *full[1:]))[:, lo:hi]
+                for t in range(0, full[0], step)
+            ]
+        )
+        noisy[name] = x + std * np.sqrt(np.mean(x * x, axis=0)) * draws
+    parameters = {**traj.parameters, "noise_std": std, "noise_seed": seed, "noise_relative": True}
+    return dataclasses.replace(traj, **noisy, parameters=parameters)

@@ -2,13 +2,21 @@
 
 The command parses its options, calls :func:`physnode.simulate.simulate` (whose signature gives
 every default), writes the trajectory and prints a summary.
+
+Under ``torchrun`` (``WORLD_SIZE`` set, see :mod:`physnode.distributed`) a ``--batch N``
+ensemble is shared out: rank ``r`` simulates a contiguous block of members
+(:func:`physnode.data.shards.member_blocks`) and writes it to its shard file beside the output;
+after all ranks report, rank 0 copies the shards into the one output file
+(:func:`physnode.data.shards.join_shards`) and removes them (docs/SCALING.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
-from collections.abc import Callable, Iterator
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +25,8 @@ from rich.console import Console
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from physnode.cli._errors import fail, handle_errors
+from physnode import distributed
+from physnode.cli._errors import err_console, fail, handle_errors
 from physnode.cli._progress import progress_bar
 from physnode.cli.choices import SIMULATE_DEFAULTS as DEFAULT
 from physnode.cli.choices import IntegrationMethod, Preset, System, plain
@@ -38,7 +47,9 @@ from physnode.data import (
     read_initial,
     write_trajectory,
 )
-from physnode.simulate import simulate
+from physnode.data.shards import join_shards, member_blocks, shard_path
+from physnode.errors import PhysnodeError
+from physnode.simulate import SimulationSummary, simulate
 
 console = Console(highlight=False)
 
@@ -112,36 +123,27 @@ def simulate_command(
 ) -> None:
     """Simulate SYSTEM and write its trajectory (H5MD, readable by any HDF5 tool)."""
     name = plain(system)
-    params = parse_params(param)
-    out = output if output is not None else default_output(name)
-    refuse_input(out, initial)
-    refuse_existing(out, overwrite)
-    start = _read_start(initial, initial_member)
-    with _progress(name) as progress:
-        traj, summary = simulate(
-            name,
-            preset=plain(preset),
-            periods=periods,
-            t_end=t_end,
-            points=points,
-            noise=noise,
-            seed=seed,
-            method=plain(method),
-            rtol=rtol,
-            atol=atol,
-            dim=dim,
-            device=device,
-            bodies=bodies,
-            params=params,
-            batch=batch,
-            step_size=step_size,
-            progress=progress,
-            masses=parse_masses(masses),
-            initial=start,
-        )
-    path = write_trajectory(out, traj, overwrite=overwrite)
-    settings = {"rtol": rtol, "atol": atol, "noise": noise, "seed": seed}
-    console.print(_summary_table(name, traj, summary, path, **settings))
+    world = distributed.world_from_env()
+    with _quiet_unless_root(world):
+        params = parse_params(param)
+        out = output if output is not None else default_output(name)
+        refuse_input(out, initial)
+        refuse_existing(out, overwrite)
+        start = _read_start(initial, initial_member)
+        settings = {
+            "preset": plain(preset), "periods": periods, "t_end": t_end, "points": points,
+            "noise": noise, "seed": seed, "method": plain(method), "rtol": rtol, "atol": atol,
+            "dim": dim, "device": device, "bodies": bodies, "params": params, "batch": batch,
+            "step_size": step_size, "masses": parse_masses(masses), "initial": start,
+        }  # fmt: skip
+        shown = {"rtol": rtol, "atol": atol, "noise": noise, "seed": seed}
+        if world.size > 1:
+            _simulate_sharded(name, settings, out, overwrite, world, shown)
+            return
+        with _progress(name) as progress:
+            traj, summary = simulate(name, **settings, progress=progress)
+        path = write_trajectory(out, traj, overwrite=overwrite)
+        console.print(_summary_table(name, traj, summary, path, **shown))
 
 
 def _read_start(path: Path | None, member: int | None) -> InitialConditions | None:
@@ -218,8 +220,10 @@ def _summary_table(
     atol: float,
     noise: float,
     seed: int,
+    ranks: str | None = None,
 ) -> Table:
-    """What the run did (``summary``: a :class:`physnode.simulate.SimulationSummary`)."""
+    """What the run did (``summary``: a :class:`physnode.simulate.SimulationSummary`;
+    ``ranks``: how a sharded ensemble was shared out, shown as a row)."""
     table = Table(title=f"physnode simulate {system}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -235,7 +239,153 @@ def _summary_table(
     table.add_row("steps", f"{summary.n_accepted} accepted, {summary.n_rejected} rejected")
     table.add_row("function evaluations", str(summary.nfe))
     table.add_row("wall time", f"{summary.wall_time:.2f} s")
+    if ranks is not None:
+        table.add_row("ranks", ranks)
     if noise:
         table.add_row("noise", f"{noise:g} relative (seed {seed})")
     table.add_row("output", str(path))
     return table
+
+
+# ====================================================================== an ensemble on ranks
+@contextlib.contextmanager
+def _quiet_unless_root(world: distributed.World) -> Iterator[None]:
+    """Under torchrun only rank 0 prints ``error:`` lines: a check that fails on every rank
+    (an existing output, a bad option) says so once, and a rank's own failure reaches rank 0
+    through the gather. The other ranks still exit 1. A :class:`DistributedError` (ranks
+    lost) is every rank's own news and is printed everywhere."""
+    if world.is_root:
+        yield
+        return
+    quiet, err_console.quiet = err_console.quiet, True
+    try:
+        yield
+    except distributed.DistributedError:
+        err_console.quiet = quiet
+        raise
+    except PhysnodeError:
+        raise typer.Exit(code=1) from None
+    finally:
+        err_console.quiet = quiet
+
+
+@dataclasses.dataclass(frozen=True)
+class _RankOutcome:
+    """What one rank reports after its share: its trajectory's summary (None: no members),
+    or the line saying why it failed."""
+
+    summary: SimulationSummary | None = None
+    error: str | None = None
+
+
+def _simulate_sharded(
+    name: str,
+    settings: dict[str, Any],
+    out: Path,
+    overwrite: bool,
+    world: distributed.World,
+    shown: dict[str, Any],
+) -> None:
+    """Simulate this rank's block of the ``--batch`` members into its shard file; rank 0 then
+    joins the shards into ``out`` (all-or-nothing) and prints the summary. A failure on any
+    rank fails every rank (exit 1; rank 0 prints one line naming the rank) and leaves no
+    ``out``; each surviving rank removes its own shard."""
+    batch = settings["batch"]
+    if batch is None:
+        raise fail(
+            f"torchrun started {world.size} ranks, but only a --batch ensemble is shared out "
+            "over ranks: give --batch N, or run the command without torchrun"
+        )
+    with distributed.process_group(world, device=str(settings["device"])):
+        agreed = {k: repr(v) for k, v in settings.items()} | {"out": str(out.resolve())}
+        distributed.require_agreement(agreed, world, "simulate settings")
+        blocks = member_blocks(int(batch), world.size)
+        part = shard_path(out, world.rank, world.size)
+        try:
+            mine, traj = _simulate_block(name, settings, blocks[world.rank], part, world)
+            outcomes: list[_RankOutcome] = distributed.all_gather(mine, world)
+            _fail_on_errors(outcomes)
+            joined = _RankOutcome()
+            if world.is_root:
+                written = [r for r, (lo, hi) in enumerate(blocks) if hi > lo]
+                parts = [shard_path(out, r, world.size) for r in written]
+                joined = _join(parts, out, overwrite)
+            _fail_on_errors(distributed.all_gather(joined, world)[:1])
+        except BaseException:
+            part.unlink(missing_ok=True)  # no stray shard of a failed run
+            raise
+    if world.is_root and traj is not None:
+        summary = _combined([o.summary for o in outcomes if o.summary is not None])
+        shares = ", ".join(str(hi - lo) for lo, hi in blocks)
+        ranks = f"{world.size} (members per rank: {shares}; steps and evaluations summed)"
+        console.print(_summary_table(name, traj, summary, out, **shown, ranks=ranks))
+
+
+def _simulate_block(
+    name: str,
+    settings: dict[str, Any],
+    members: tuple[int, int],
+    part: Path,
+    world: distributed.World,
+) -> tuple[_RankOutcome, Trajectory | None]:
+    """Simulate ``members`` (``(lo, hi)``; none when empty) and write them to ``part``; the
+    outcome to gather (an error as its line, never raised: the others must hear of it) and
+    the trajectory (None: no members or failed)."""
+    lo, hi = members
+    if hi <= lo:
+        return _RankOutcome(), None
+    try:
+        progress_of = _progress(name) if world.is_root else contextlib.nullcontext(None)
+        with progress_of as progress:
+            traj, summary = simulate(name, **settings, members=members, progress=progress)
+        write_trajectory(part, traj, overwrite=True)  # a stale shard of an earlier run goes
+    except (PhysnodeError, OSError) as exc:
+        return _RankOutcome(error=_where(world, members) + _one_line(exc)), None
+    except Exception as exc:  # a bug: its traceback on this rank's stderr, a line for rank 0
+        traceback.print_exc()
+        return _RankOutcome(error=_where(world, members) + f"{type(exc).__name__}: {exc}"), None
+    return _RankOutcome(summary=summary), traj
+
+
+def _join(parts: Sequence[Path], out: Path, overwrite: bool) -> _RankOutcome:
+    """Rank 0's join of the shards into ``out``, its failure as an outcome to share."""
+    try:
+        join_shards(parts, out, overwrite=overwrite)
+    except (PhysnodeError, OSError) as exc:
+        return _RankOutcome(error=f"rank 0 could not join the shards into {out}: {exc}")
+    return _RankOutcome()
+
+
+def _where(world: distributed.World, members: tuple[int, int]) -> str:
+    lo, hi = members
+    return f"rank {world.rank} of {world.size} (members {lo}..{hi - 1}): "
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    return " ".join(text.split())
+
+
+def _fail_on_errors(outcomes: Sequence[_RankOutcome]) -> None:
+    """Exit 1 (rank 0 printing the first failure, and how many more) when any outcome failed;
+    no output file was written then."""
+    errors = [o.error for o in outcomes if o.error is not None]
+    if errors:
+        more = f" (and {len(errors) - 1} more rank(s) failed)" if len(errors) > 1 else ""
+        raise fail(f"{errors[0]}{more}; no output was written")
+
+
+def _combined(summaries: Sequence[SimulationSummary]) -> SimulationSummary:
+    """One summary of the ranks' shares: the largest energy error and wall time, the steps
+    and function evaluations summed (each rank integrates its own block)."""
+    errors = [s.energy_error for s in summaries if s.energy_error is not None]
+    return dataclasses.replace(
+        summaries[0],
+        energy_error=max(errors) if errors else None,
+        n_accepted=sum(s.n_accepted for s in summaries),
+        n_rejected=sum(s.n_rejected for s in summaries),
+        nfe=sum(s.nfe for s in summaries),
+        wall_time=max(s.wall_time for s in summaries),
+    )
