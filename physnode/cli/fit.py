@@ -176,8 +176,10 @@ def _from_file(key: str, value: Any) -> Any:
     """A setting as stored in a fit file -> the Fitter's keyword value."""
     if key == "learn":
         return _as_learn(value)
-    if key == "init_masses" and isinstance(value, str):
+    if key in ("init_masses", "init_coefficients") and isinstance(value, str):
         return tuple(float(m) for m in value.split(",") if m)
+    if key == "terms" and isinstance(value, str):  # settings_ joins them with ";"
+        return tuple(t for t in value.split(";") if t)
     return value
 
 

@@ -453,7 +453,7 @@ def _read_discovered(d: Any) -> dict[str, Any] | None:
     if not isinstance(d, h5py.Group):
         return None
     out: dict[str, Any] = {
-        "terms": hdf5.strings(d["terms"][()]) if d["terms"].size else [],
+        "terms": hdf5.strings(d["terms"][()]),
         "coefficients": d["coefficients"][()],
         "targets": hdf5.strings(d["targets"][()]) if "targets" in d else [],
         "formula": str(hdf5.python_value(d.attrs["formula"])),
@@ -466,10 +466,10 @@ def _read_discovered(d: Any) -> dict[str, Any] | None:
     if isinstance(r, h5py.Group):
         extrap = float(r.attrs["extrapolation_rmse"])
         out["refit"] = {
-            "terms": hdf5.strings(r["terms"][()]) if r["terms"].size else [],
+            "terms": hdf5.strings(r["terms"][()]),
             "coefficients": r["coefficients"][()],
             "sigma": r["sigma"][()],
-            "dropped": hdf5.strings(r["dropped"][()]) if r["dropped"].size else [],
+            "dropped": hdf5.strings(r["dropped"][()]),
             "params": _read_arrays(r.get("params")),
             "uncertainties": _read_arrays(r.get("uncertainties")),
             "formula": str(hdf5.python_value(r.attrs["formula"])),

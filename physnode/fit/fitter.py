@@ -154,12 +154,7 @@ class Fitter:
         self.init_masses = init_masses
         self.observe = observe
         self.correction = correction
-        # as settings_ stores them (a resumed fit reads them back): "q;v" and "0.1,-0.2"
-        self.terms = (
-            tuple(t for t in terms.split(";") if t) if isinstance(terms, str) else tuple(terms)
-        )
-        if isinstance(init_coefficients, str):
-            init_coefficients = tuple(float(c) for c in init_coefficients.split(",") if c)
+        self.terms = tuple(terms)
         self.init_coefficients = init_coefficients
         self.refit_symbolic = bool(refit_symbolic)
 

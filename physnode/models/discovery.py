@@ -271,10 +271,11 @@ def discover_state(
     terms, coefficients, targets_out, pieces = [], [], [], []
     residual, total, ceiling_res = 0.0, float(np.sum(correction**2)), 0.0
     for c, target_name in enumerate(targets):
-        xi, _, _ = _sparsest(columns, correction[:, c])
-        full = stlsq(columns, correction[:, c], 0.0)
-        residual += float(np.sum((correction[:, c] - columns @ xi) ** 2))
-        ceiling_res += float(np.sum((correction[:, c] - columns @ full) ** 2))
+        xi, explained, ceiling = _sparsest(columns, correction[:, c])
+        # the fractions back into residual sums, so the components add by their sizes
+        size = float(np.sum(correction[:, c] ** 2))
+        residual += (1.0 - explained) * size
+        ceiling_res += (1.0 - ceiling) * size
         kept = np.flatnonzero(xi)
         terms += [library[k][0] for k in kept]
         coefficients += list(xi[kept])

@@ -23,6 +23,7 @@ from physnode.data import Trajectory
 from physnode.data.fitfile import read_fit
 from physnode.errors import StepSizeTooSmallError
 from physnode.fit import Fitter
+from tests.cli.test_cli_fit import stop_after
 from tests.distributed.datafiles import EPOCHS, LBFGS_STEPS, MASSES, write_data, write_named
 
 runner = CliRunner()
@@ -161,19 +162,6 @@ def test_a_rerun_skips_complete_fits(fake: type[FakeFitter]) -> None:
     assert result.exit_code == 0, result.output
     assert len(fake.calls) == 4
     assert read_fit("a.fit.h5").settings["epochs"] == 4
-
-
-def stop_after(polls: int):
-    def make():
-        count = {"n": 0}
-
-        def should_stop() -> bool:
-            count["n"] += 1
-            return count["n"] > polls
-
-        return should_stop
-
-    return make
 
 
 def test_an_interrupted_batch_resumes_on_rerun(
