@@ -271,9 +271,9 @@ def _judge(
     if not run.tab.adaptive:
         return True, 1.0
     ratio_t = error_ratio(
-        run.tab, state.h, ks, state.y, y1, run.rtol, run.atol, run.n_norm, run.groups
-    )
-    ratio = float(ratio_t.detach())  # the one host synchronisation per step
+        run.tab, state.h, ks, state.y, y1, run.rtol, run.atol, run.n_norm, run.groups, run.naive
+    )  # the one host synchronisation per step
+    ratio = float(ratio_t.detach()) if isinstance(ratio_t, torch.Tensor) else ratio_t
     if not math.isfinite(ratio):
         state.last_nonfinite = True
         return False, 0.25

@@ -69,6 +69,8 @@ def lincomb(y: torch.Tensor, h: Time, coeffs: Sequence, ks: Sequence[torch.Tenso
     """``y + h · Σ_i coeffs[i] · ks[i]``, skipping zero coefficients.
 
     ``coeffs`` are floats, or a float64 tensor (naive mode, dense output with tensor θ).
+    One fused add per nonzero term: measured on the 2-core CPU, stacking the stages into one
+    matrix-vector product was no faster for one three-body state and 13 % slower for 1024.
     """
     out = y
     if isinstance(h, torch.Tensor) or isinstance(coeffs, torch.Tensor):
@@ -141,8 +143,9 @@ def error_ratio(
     atol: float | torch.Tensor,
     n_norm: int | None = None,
     groups: int = 1,
-) -> torch.Tensor:
-    """Mixed relative/absolute RMS error ratio of the embedded estimate (0-dim tensor).
+    differentiable: bool = False,
+) -> float | torch.Tensor:
+    """Mixed relative/absolute RMS error ratio of the embedded estimate.
 
     ``scale = atol + rtol · max(|y0|, |y1|)``; the step is accepted when the ratio is ≤ 1.
     ``atol`` is a float or a tensor of the state's shape (one tolerance per entry).
@@ -150,24 +153,64 @@ def error_ratio(
     ``groups > 1`` splits a flat state into that many equal groups (a state and its
     sensitivities) and returns the largest of their ratios, as CVODES does with sensitivity
     error control. DOP853 combines its 5th- and 3rd-order estimates as in Hairer's code.
+
+    Returns a float (NaN when the estimate is not finite), computed in a few fused operations
+    and one transfer of ``r × groups`` sums; with ``differentiable`` (the ``naive`` gradient,
+    which differentiates the controller) a 0-dim tensor from the same formula.
     """
     assert tab.b_err is not None  # internal invariant: only adaptive tableaus get here
-    err = lincomb(torch.zeros_like(y0), h, tab.b_err, ks)
-    scale = torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
+    est = _estimates(tab, ks, y0)
+    scale = torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol).reshape(-1)
     if n_norm is not None:
-        err, scale = err[..., :n_norm], scale[..., :n_norm]
-    # one row per group (the whole state is one group, whatever its batch shape)
-    e5 = (err / scale).square().reshape(groups, -1)
-    if tab.b_err3 is None:
-        return e5.mean(dim=-1).sqrt().max()
-    err3 = lincomb(torch.zeros_like(y0), h, tab.b_err3, ks)
-    if n_norm is not None:
-        err3 = err3[..., :n_norm]
-    e3 = (err3 / scale).square().reshape(groups, -1)
-    s5, s3 = e5.sum(dim=-1), e3.sum(dim=-1)
-    denom = (s5 + 0.01 * s3) * e5.shape[-1]
-    ratio = torch.where(denom > 0, s5 / denom.clamp_min(1e-300).sqrt(), torch.zeros_like(s5))
-    return ratio.max()
+        est, scale = est[:, :n_norm], scale[:n_norm]
+    sums = (est / scale).square().reshape(len(est), groups, -1).sum(-1)  # (r, groups)
+    n = est.shape[1] // groups
+    if differentiable:
+        h2 = h.to(sums.dtype) ** 2 if isinstance(h, torch.Tensor) else float(h) ** 2
+        return _combine_sums(sums * h2, n).max()
+    h2 = float(h) ** 2
+    rows = [[v * h2 for v in row] for row in sums.tolist()]  # one host synchronisation
+    ratios = [_combine_floats([row[g] for row in rows], n) for g in range(groups)]
+    return max(ratios) if all(math.isfinite(r) for r in ratios) else math.nan
+
+
+def _combine_floats(sums: list[float], n: int) -> float:
+    """:func:`_combine_sums` for one group on the host."""
+    if len(sums) == 1:
+        return math.sqrt(sums[0] / n) if math.isfinite(sums[0]) else math.nan
+    s5, s3 = sums
+    if not (math.isfinite(s5) and math.isfinite(s3)):
+        return math.nan
+    denom = (s5 + 0.01 * s3) * n
+    return s5 / math.sqrt(denom) if denom > 0 else 0.0
+
+
+#: states up to this many entries get the embedded estimates as one matrix product over the
+#: stacked stages (DOP853, one three-body state: 25 vs 65 µs per step on the 2-core CPU);
+#: larger ones one add per stage, which moves less memory (1024 states: 195 vs 256 µs)
+_STACK_MAX = 4096
+
+
+def _estimates(tab: ButcherTableau, ks: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """The embedded error estimates without their factor ``h``, shape ``(r, y.numel())``."""
+    if y.numel() <= _STACK_MAX:
+        weights = tab.error_weights(y.dtype, y.device)
+        n_stages = weights.shape[1]
+        return weights @ torch.stack(ks[:n_stages]).reshape(n_stages, -1)
+    rows = [tab.b_err] + ([tab.b_err3] if tab.b_err3 is not None else [])
+    zero = torch.zeros_like(y)
+    return torch.stack([lincomb(zero, 1.0, row, ks).reshape(-1) for row in rows])
+
+
+def _combine_sums(sums: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-group ratios from the squared-error sums ``(r, groups)`` of ``n`` entries each:
+    the RMS of the estimate, or for two estimates (DOP853) Hairer's combination
+    ``s5 / sqrt(n (s5 + 0.01 s3))``."""
+    if len(sums) == 1:
+        return (sums[0] / n).sqrt()
+    s5, s3 = sums[0], sums[1]
+    denom = (s5 + 0.01 * s3) * n
+    return torch.where(denom > 0, s5 / denom.clamp_min(1e-300).sqrt(), torch.zeros_like(s5))
 
 
 def initial_step(

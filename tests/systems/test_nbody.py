@@ -191,3 +191,38 @@ def test_acceleration_and_its_jacobian_are_accurate_in_any_units(length, offset)
     ).numpy()
     by_hand = _jacobian_by_hand(q, masses, G)
     np.testing.assert_allclose(jac, by_hand, rtol=0, atol=1e-13 * np.abs(by_hand).max())
+
+
+def test_cached_couplings_follow_every_change_of_the_parameters() -> None:
+    """The force caches ``G m_j`` and the softening while every parameter is frozen. Each way
+    a value can change — in place on the buffer, a new buffer from ``load_state_dict``, made
+    learnable and stepped, frozen again, another dtype — must show in the acceleration, which
+    is compared with the independent NumPy pairwise sum each time."""
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(3, 2))
+    qt = torch.tensor(q.ravel())
+    system = NBody([0.8, 1.3, 1.0], G=1.5)
+
+    def check(masses: np.ndarray, G: float, like: torch.Tensor = qt) -> None:
+        acc = system.acceleration(torch.tensor(0.0), like, torch.zeros_like(like))
+        expected = acceleration(q, masses, G).ravel()
+        # float64: a few ulps of O(1) sums; float32: its epsilon 1.2e-7 times the same sums
+        tol = 1e-13 if like.dtype == torch.float64 else 1e-5
+        np.testing.assert_allclose(acc.detach().double().numpy(), expected, rtol=tol, atol=tol)
+
+    check(np.array([0.8, 1.3, 1.0]), 1.5)
+    with torch.no_grad():
+        system.params["masses"].value.mul_(2.0)  # in place: the version changes
+    check(np.array([1.6, 2.6, 2.0]), 1.5)
+    state = {k: v.clone() for k, v in system.state_dict().items()}
+    state["params.G.value"] = torch.tensor(0.5, dtype=torch.float64)
+    system.load_state_dict(state)
+    check(np.array([1.6, 2.6, 2.0]), 0.5)
+    system.set_learnable("masses")
+    with torch.no_grad():
+        system.params["masses"].raw.add_(1.0)
+    masses = system.masses.detach().numpy()
+    check(masses, 0.5)
+    system.set_learnable("masses", False)
+    check(masses, 0.5)
+    check(masses, 0.5, qt.float())
