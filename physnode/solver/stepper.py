@@ -177,7 +177,7 @@ def error_ratio(
 def _combine_floats(sums: list[float], n: int) -> float:
     """:func:`_combine_sums` for one group on the host."""
     if len(sums) == 1:
-        return math.sqrt(sums[0] / n) if math.isfinite(sums[0]) else math.nan
+        return math.sqrt(sums[0] / n)  # NaN and inf stay so, for the caller to refuse
     s5, s3 = sums
     if not (math.isfinite(s5) and math.isfinite(s3)):
         return math.nan
@@ -197,9 +197,8 @@ def _estimates(tab: ButcherTableau, ks: list[torch.Tensor], y: torch.Tensor) -> 
         weights = tab.error_weights(y.dtype, y.device)
         n_stages = weights.shape[1]
         return weights @ torch.stack(ks[:n_stages]).reshape(n_stages, -1)
-    rows = [tab.b_err] + ([tab.b_err3] if tab.b_err3 is not None else [])
     zero = torch.zeros_like(y)
-    return torch.stack([lincomb(zero, 1.0, row, ks).reshape(-1) for row in rows])
+    return torch.stack([lincomb(zero, 1.0, row, ks).reshape(-1) for row in tab.error_rows])
 
 
 def _combine_sums(sums: torch.Tensor, n: int) -> torch.Tensor:

@@ -54,7 +54,7 @@ class ButcherTableau:
     dense_alternating: bool = True
     extra_c: tuple[float, ...] = ()
     extra_a: tuple[tuple[float, ...], ...] = ()
-    #: tensors of the weights per (what, dtype, device), made once (see :meth:`weights_tensor`)
+    #: tensors of the weights per (what, dtype, device), made once (see :meth:`error_weights`)
     _tensors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def error_weights(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -62,10 +62,14 @@ class ButcherTableau:
         DOP853, ``b_err3`` (``r = 2``); cached per dtype and device."""
         key = ("error", dtype, device)
         if key not in self._tensors:
-            assert self.b_err is not None  # internal invariant: only adaptive tableaus get here
-            rows = [self.b_err] + ([self.b_err3] if self.b_err3 is not None else [])
-            self._tensors[key] = torch.tensor(rows, dtype=dtype, device=device)
+            self._tensors[key] = torch.tensor(self.error_rows, dtype=dtype, device=device)
         return self._tensors[key]
+
+    @property
+    def error_rows(self) -> list[tuple[float, ...]]:
+        """The embedded estimates' weights: ``[b_err]``, or ``[b_err, b_err3]`` (DOP853)."""
+        assert self.b_err is not None  # internal invariant: only adaptive tableaus get here
+        return [self.b_err] + ([self.b_err3] if self.b_err3 is not None else [])
 
     @property
     def n_stages(self) -> int:

@@ -157,12 +157,14 @@ class NBody(System):
             cache[key] = (eye, 1.0 - eye)
         return cache[key]
 
-    def _pairs(self, q: Tensor) -> tuple[Tensor, Tensor]:
+    def _pairs(self, q: Tensor, diagonal: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Separations ``q_j - q_i`` ``(..., N, N, dim)`` and softened squared distances
-        ``(..., N, N)`` with 1 on the diagonal (its separations are 0, so it adds nothing)."""
+        ``(..., N, N)`` with ``1 + softening²`` on the diagonal (its separations are 0, so it
+        adds nothing); ``diagonal`` is that ``(N, N)`` term when the caller already has it."""
         diff = q.unsqueeze(-3) - q.unsqueeze(-2)
-        r2 = (diff * diff).sum(-1) + self._eye(q)[0] + self.param("softening", q) ** 2
-        return diff, r2
+        if diagonal is None:
+            diagonal = self._couplings(q)[0]
+        return diff, diff.square().sum(-1).add_(diagonal)
 
     def _couplings(self, like: Tensor) -> tuple[Tensor, Tensor]:
         """``(I_N + softening², (1 - I_N) G m_j)``, each ``(N, N)`` in ``like``'s dtype and
@@ -200,10 +202,9 @@ class NBody(System):
         # |q_i| / |q_j - q_i| (1e-7 of the acceleration for data ×1000 with G ×1e9: sensitivity
         # solves then crawl). The diagonal's r² is 1 + softening² so its power stays finite.
         # Written in the fewest tensor operations: the right-hand side is the solver's hot loop.
-        qb = q.unflatten(-1, (self.n_bodies, self.dim))
-        diff = qb.unsqueeze(-3) - qb.unsqueeze(-2)
         diagonal, coupling = self._couplings(q)
-        w = diff.square().sum(-1).add_(diagonal).pow_(-1.5).mul_(coupling)
+        diff, r2 = self._pairs(q.unflatten(-1, (self.n_bodies, self.dim)), diagonal)
+        w = r2.pow_(-1.5).mul_(coupling)
         return (w.unsqueeze(-1) * diff).sum(-2).flatten(-2)
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
@@ -222,8 +223,7 @@ class NBody(System):
         q, _ = self.unpack(y)
         _, r2 = self._pairs(q)
         m = self.param("masses", y)
-        off = 1.0 - torch.eye(self.n_bodies, dtype=y.dtype, device=y.device)
-        pair = m.unsqueeze(-1) * m * off * r2.rsqrt()
+        pair = m.unsqueeze(-1) * m * self._eye(y)[1] * r2.rsqrt()
         return -0.5 * self.param("G", y) * pair.sum((-1, -2))
 
     def energy(self, y: Tensor) -> Tensor:
