@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from physnode.constraints import validate
 from physnode.data import InitialConditions, Trajectory, add_noise, read_initial
 from physnode.errors import InvalidInputError
 from physnode.solver import solve
+from physnode.solver.options import SolverOptions
 from physnode.solver.symplectic import SYMPLECTIC_METHODS, integrate_symplectic
 from physnode.solver.tableaus import RK_METHODS
 from physnode.systems import SYSTEMS, RunOptions, RunSetup, System, SystemInfo, system_info
@@ -46,8 +48,10 @@ class SimulationSummary:
     Attributes:
         energy_error: ``max_t |E(t) - E0| / |E0|`` of the clean trajectory (absolute when
             ``E0 == 0``), or None for systems without an energy.
-        n_accepted, n_rejected: accepted and rejected steps (symplectic: steps taken, 0).
-        nfe: function evaluations of the vector field (symplectic: force evaluations).
+        n_accepted, n_rejected: accepted and rejected steps (symplectic: steps taken, 0);
+            a batch with per-sample steps: summed over its members.
+        nfe: function evaluations of the vector field (symplectic: force evaluations); a
+            batch with per-sample steps: member evaluations divided by the batch size.
         wall_time: seconds spent integrating.
         t_end: the final time reached (``t0 + run length``). method: the integration method.
     """
@@ -83,6 +87,7 @@ def simulate(
     masses: Sequence[float] | None = None,
     initial: str | os.PathLike[str] | InitialConditions | None = None,
     members: tuple[int, int] | None = None,
+    steps: str | None = None,
 ) -> tuple[Trajectory, SimulationSummary]:
     """Integrate ``system`` in float64 and sample it at ``points`` equally spaced times.
 
@@ -126,9 +131,13 @@ def simulate(
             (``(lo, hi)``, ``0 <= lo < hi <= batch``), one rank's share of a sharded ensemble.
             Their starts and their noise draws are exactly those the whole batch gives them
             (the batch is drawn whole and sliced). Fixed-step and symplectic methods then give
-            bit-identical members; adaptive ones choose one step sequence per integrated batch
-            (the error norm spans all its members), so a share agrees with the whole batch only
-            to within the tolerances.
+            bit-identical members; adaptive ones step each member on its own (``steps``), so a
+            share agrees with the whole batch to rounding (an ulp of a step size now and then,
+            from vectorised arithmetic), or with ``steps="shared"`` only to the tolerances.
+        steps: a ``batch`` with an adaptive method: ``"per-sample"`` (default) steps each
+            member on its own (``options["steps"]`` of :func:`~physnode.solver.solve`; a member
+            that fails fails the run with its number), ``"shared"`` one step sequence for the
+            whole ensemble (the pace of its hardest member; kept for comparison). Recorded.
 
     Returns:
         ``(trajectory, summary)``.
@@ -143,6 +152,7 @@ def simulate(
     _refuse_inapplicable(
         info, method, step_size, preset=preset, dim=dim, bodies=bodies, masses=masses
     )
+    steps = _steps(steps, method, batch)
     initial = _initial(
         initial, info, preset=preset, dim=dim, bodies=bodies, batch=batch, periods=periods
     )
@@ -156,13 +166,17 @@ def simulate(
     meta = {**setup.parameters, **run_info, "method": method, "seed": int(seed)}
     if _adaptive(method):  # only the settings that acted are recorded
         meta.update(rtol=float(rtol), atol=float(atol))
+        if steps is not None:
+            meta.update(steps=steps)
     else:
         meta.update(step_size=float(step_size))
     module, y0 = _on_device(setup, device)
     times = setup.t0 + np.linspace(0.0, span, points)
 
     start = time.perf_counter()
-    ys, n_acc, n_rej, nfe = _integrate(module, y0, times, method, rtol, atol, step_size, progress)
+    ys, n_acc, n_rej, nfe = _integrate(
+        module, y0, times, method, rtol, atol, step_size, progress, steps
+    )
     wall = time.perf_counter() - start
 
     traj, energy_error = _record(module, times, ys, meta, noise, seed, members, batch)
@@ -185,6 +199,21 @@ def _check_settings(
         raise InvalidInputError(f"noise must be a finite number >= 0; got {noise!r}.")
     if periods is not None and t_end is not None:
         raise InvalidInputError("give either periods or t_end, not both.")
+
+
+def _steps(steps: str | None, method: str, batch: int | None) -> str | None:
+    """The step mode of a ``batch`` with an adaptive method (default ``"per-sample"``), else
+    ``None``; InvalidInputError for one given where it would not act, or unknown."""
+    if batch is None or not _adaptive(method):
+        if steps is not None:
+            raise InvalidInputError(
+                "steps applies to a batch (an ensemble) integrated by an adaptive method; "
+                f"leave it out{' or give batch' if batch is None else f' for {method!r}'}."
+            )
+        return None
+    steps = "per-sample" if steps is None else steps
+    validate({"steps": steps}, {"steps": SolverOptions.CONSTRAINTS["steps"]})
+    return steps
 
 
 def _adaptive(method: str) -> bool:
@@ -323,8 +352,11 @@ def _integrate(
     atol: float,
     step_size: float,
     progress: Callable[[float], None] | None,
+    steps: str | None = None,
 ) -> tuple[torch.Tensor, int, int, int]:
-    """Integrate over ``times`` in chunks of output points; return ``(ys, acc, rej, nfe)``."""
+    """Integrate over ``times`` in chunks of output points; return ``(ys, acc, rej, nfe)``
+    (``nfe``: evaluations of the whole batch; per-sample steps: member evaluations over the
+    batch size, the same measure of work)."""
     n = len(times)
     bounds = sorted({round(i * (n - 1) / _N_CHUNKS) for i in range(_N_CHUNKS + 1)})
     out = [y0.unsqueeze(0)]
@@ -332,6 +364,9 @@ def _integrate(
     n_acc = n_rej = nfe = 0
     symplectic = method in SYMPLECTIC_METHODS
     options = None if symplectic or RK_METHODS[method].adaptive else {"step_size": step_size}
+    if steps == "per-sample":
+        options = {"steps": steps, "sample_failure": "raise"}
+    evals = 0
     if progress is not None:
         progress(0.0)
     with torch.no_grad():
@@ -351,10 +386,13 @@ def _integrate(
                 n_acc += sol.stats.n_accepted
                 n_rej += sol.stats.n_rejected
                 nfe += sol.stats.nfe_forward
+                evals += sol.stats.n_sample_evals
             out.append(ys[1:])
             y = ys[-1]
             if progress is not None:
                 progress(b / (n - 1))
+    if steps == "per-sample":
+        nfe = math.ceil(evals / y0.shape[0])
     return torch.cat(out), n_acc, n_rej, nfe
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from physnode.fit import Fitter
 from physnode.simulate import ALL_METHODS, simulate
+from physnode.solver.options import SolverOptions
 from physnode.systems import SYSTEMS, VALID_PRESETS
 
 
@@ -32,6 +33,7 @@ def signature_defaults(func: Callable[..., Any]) -> Mapping[str, Any]:
 System = choice_enum("System", SYSTEMS)
 Preset = choice_enum("Preset", VALID_PRESETS)
 IntegrationMethod = choice_enum("IntegrationMethod", ALL_METHODS)  # what `simulate` accepts
+Steps = choice_enum("Steps", SolverOptions.CONSTRAINTS["steps"].choices)
 # what the Fitter accepts, read from its declared constraints
 SolverMethod = choice_enum("SolverMethod", Fitter.CONSTRAINTS["method"].choices)
 GradMethod = choice_enum("GradMethod", Fitter.CONSTRAINTS["grad"].choices)

@@ -29,7 +29,7 @@ from physnode import distributed
 from physnode.cli._errors import err_console, fail, handle_errors
 from physnode.cli._progress import progress_bar
 from physnode.cli.choices import SIMULATE_DEFAULTS as DEFAULT
-from physnode.cli.choices import IntegrationMethod, Preset, System, plain
+from physnode.cli.choices import IntegrationMethod, Preset, Steps, System, plain
 from physnode.cli.options import (
     Atol,
     Device,
@@ -82,6 +82,13 @@ Batch = Annotated[
     int | None, typer.Option(help="Three-body ensemble of perturbed figure-eight starts.")
 ]
 StepSize = Annotated[float | None, typer.Option(help="Step of fixed-step and symplectic methods.")]
+StepsOpt = Annotated[
+    Steps | None,
+    typer.Option(
+        help="How an adaptive method steps a --batch: per-sample (default: each member its own "
+        "steps) or shared (one step sequence for all, the pace of the hardest)."
+    ),
+]
 Initial = Annotated[
     Path | None,
     typer.Option(
@@ -118,6 +125,7 @@ def simulate_command(
     param: Param = None,
     batch: Batch = DEFAULT["batch"],
     step_size: StepSize = DEFAULT["step_size"],
+    steps: StepsOpt = DEFAULT["steps"],
     output: Output = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -135,6 +143,7 @@ def simulate_command(
             "noise": noise, "seed": seed, "method": plain(method), "rtol": rtol, "atol": atol,
             "dim": dim, "device": device, "bodies": bodies, "params": params, "batch": batch,
             "step_size": step_size, "masses": parse_masses(masses), "initial": start,
+            "steps": None if steps is None else plain(steps),
         }  # fmt: skip
         shown = {"rtol": rtol, "atol": atol, "noise": noise, "seed": seed}
         if world.size > 1:

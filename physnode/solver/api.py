@@ -24,6 +24,7 @@ from physnode.solver.gradients.common import Problem
 from physnode.solver.gradients.forward import integrate_sensitivities
 from physnode.solver.hidden import hidden_leaves, refuse_hidden
 from physnode.solver.options import SolverOptions
+from physnode.solver.per_sample import integrate_per_sample
 from physnode.solver.stats import SolverStats
 from physnode.solver.stepper import RHS
 from physnode.solver.tableaus import RK_METHODS, ButcherTableau
@@ -42,10 +43,20 @@ __all__ = [
 
 @dataclass
 class Solution:
-    """Result of :func:`solve`: ``ys`` of shape ``(len(t), *y0.shape)`` and its ``stats``."""
+    """Result of :func:`solve`.
+
+    Attributes:
+        ys: the states at the output times, shape ``(T, *y0.shape)``.
+        stats: the solver's counters.
+        status: per-sample steps only (else ``None``): each member's outcome, ``(B,)`` int64
+            codes of :data:`~physnode.solver.per_sample.STATUS` (``0`` ok; ``1`` max_steps,
+            ``2`` step_too_small, ``3`` non_finite: its ``ys`` are NaN from the first output
+            time it did not reach).
+    """
 
     ys: torch.Tensor
     stats: SolverStats = field(default_factory=SolverStats)
+    status: torch.Tensor | None = None
 
 
 def solve(
@@ -59,8 +70,11 @@ def solve(
     params: Sequence[torch.Tensor] | None = None,
     options: dict | None = None,
 ) -> Solution:
-    """Like :func:`odeint` but returns a :class:`Solution` with the solver statistics."""
+    """Like :func:`odeint` but returns a :class:`Solution` with the solver statistics (and,
+    with ``options={"steps": "per-sample"}``, each member's status)."""
     gradient = get_gradient(grad)
+    if isinstance(options, dict) and options.get("steps") == "per-sample":
+        return _solve_per_sample(func, y0, t, rtol, atol, method, grad, params, options)
     problem, y0, t_tensor = _problem(func, y0, t, rtol, atol, method, grad, options)
     diff = [p for p in _collect_params(func, params, y0) if p.requires_grad]
     needs = _needs_grad(y0, t_tensor, diff)
@@ -87,6 +101,70 @@ def _problem(
     opts = _check_options(options, tab, grad, y0, rtol)
     _check_finite(y0)
     return Problem(func, tab, t_out, rtol, atol, opts, SolverStats()), y0, t_tensor
+
+
+def _solve_per_sample(func, y0, t, rtol, atol, method, grad, params, options) -> Solution:
+    """:func:`solve` with each row of a ``(B, D)`` batch on its own steps (see
+    :mod:`physnode.solver.per_sample`); differentiable with ``grad="backprop"`` only."""
+    y0 = _check_state(y0)
+    if y0.ndim != 2:
+        raise InvalidInputError(
+            "options['steps']='per-sample' integrates a batch of independent states of shape "
+            f"(B, D), got y0 of shape {tuple(y0.shape)}; reshape it to (B, D)"
+        )
+    t_tensor, t_grid = _check_sample_times(t, y0)
+    if not callable(func):
+        raise InvalidInputError(f"func must be callable as func(t, y), got {type(func).__name__}")
+    rtol, atol = _check_tolerances(rtol, atol)
+    if method not in RK_METHODS:
+        raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(RK_METHODS)}")
+    tab = RK_METHODS[method]
+    opts = _check_options(options, tab, grad, y0, rtol)
+    _check_finite(y0)
+    diff = [p for p in _collect_params(func, params, y0) if p.requires_grad]
+    stats = SolverStats()
+    rhs = RHS(func, y0, stats.count_forward_eval)
+    needs = _needs_grad(y0, t_tensor, diff) or (
+        torch.is_grad_enabled() and bool(hidden_leaves(rhs, t_grid[:, :1].to(y0.dtype), y0, diff))
+    )
+    if needs and (grad != "backprop" or t_tensor.requires_grad):
+        raise InvalidInputError(
+            "per-sample steps differentiate with grad='backprop' only (autograd through each "
+            f"member's accepted steps), and not with respect to t; got grad={grad!r}"
+            f"{' and t requiring grad' if t_tensor.requires_grad else ''}. Pass "
+            "grad='backprop', solve under torch.no_grad(), or use options['steps']='shared'"
+        )
+    with torch.enable_grad() if needs else torch.no_grad():
+        ys, status = integrate_per_sample(rhs, tab, t_grid, y0, rtol, atol, opts, stats)
+    return Solution(ys, stats, status)
+
+
+def _check_sample_times(t, y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample output times: ``(T,)`` shared by every member or ``(B, T)`` one row each,
+    every row strictly monotone in the same direction. Returns ``t`` as given (a tensor)
+    and the ``(B, T)`` float64 grid on ``y0``'s device."""
+    t_tensor = t if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=torch.float64)
+    if t_tensor.ndim == 1:
+        t_tensor, _ = _check_times(t_tensor)
+        grid = t_tensor.detach().to(y0.device, torch.float64)
+        return t_tensor, grid.unsqueeze(0).expand(y0.shape[0], -1)
+    if t_tensor.ndim != 2 or t_tensor.shape[0] != y0.shape[0]:
+        raise InvalidTimeGridError(
+            f"per-sample t must be (T,) or (B, T) with B = {y0.shape[0]} members, got shape "
+            f"{tuple(t_tensor.shape)}"
+        )
+    for i, row in enumerate(t_tensor):
+        try:
+            _check_times(row)
+        except InvalidTimeGridError as exc:
+            raise InvalidTimeGridError(f"member {i}'s times: {exc}") from exc
+    grid = t_tensor.detach().to(y0.device, torch.float64)
+    steps = torch.sign(grid[:, 1:] - grid[:, :-1])
+    if not bool((steps == steps[0, 0]).all()):
+        raise InvalidTimeGridError(
+            "per-sample t: every member's times must run in the same direction"
+        )
+    return t_tensor, grid
 
 
 def _hidden(

@@ -18,7 +18,7 @@ from physnode.solver.stepper import RHS
 
 
 def hidden_leaves(
-    rhs: RHS, t0: float, y0: torch.Tensor, declared: Sequence[torch.Tensor]
+    rhs: RHS, t0: float | torch.Tensor, y0: torch.Tensor, declared: Sequence[torch.Tensor]
 ) -> list[torch.Tensor]:
     """Leaf tensors that require grad, that ``rhs(t0, y0)`` depends on other than through
     ``declared`` (the parameters that require grad), in the order first met.

@@ -62,6 +62,17 @@ class SolverOptions:
             ``atol / |θ|``, as in CVODES), so the gradient's accuracy follows the tolerance
             through close encounters. ``False``: the state alone chooses the steps (the same
             steps as a solve without gradients). Default ``True``.
+        steps: adaptive methods: ``"shared"`` (default): one step sequence for the whole state,
+            its error norm over every entry, so a batch moves at the pace of its hardest member
+            and one failing member fails the solve. ``"per-sample"``: a ``(B, D)`` batch whose
+            rows are independent problems, each with its own steps, output times (``t`` may be
+            ``(B, T)``) and status (``Solution.status``); ``func`` gets ``t`` of shape
+            ``(b, 1)`` and the ``(b, D)`` members still running. Gradients: ``grad="backprop"``
+            only. See :mod:`physnode.solver.per_sample`.
+        sample_failure: ``steps="per-sample"`` only: ``"warn"`` (default): failed members get
+            NaN from where they stopped and a status, the others complete, one
+            ``SampleFailureWarning`` is issued; ``"raise"``: the first failure raises its
+            ``SolverError``.
     """
 
     step_size: float | None = None
@@ -81,6 +92,8 @@ class SolverOptions:
     replay: str = "auto"
     replay_memory: int = 64 * 2**20
     sensitivity_control: bool = True
+    steps: str = "shared"
+    sample_failure: str = "warn"
 
     #: what each option may be, declared once: :meth:`from_dict` checks them (in this order),
     #: then the cross-field rule ``safety < 1`` and ``dfactor < 1 < ifactor``
@@ -100,13 +113,15 @@ class SolverOptions:
         "replay": Options(("auto", "batched", "sequential")),
         "replay_memory": Interval(int, 1, None),
         "sensitivity_control": Boolean(),
+        "steps": Options(("shared", "per-sample")),
+        "sample_failure": Options(("warn", "raise")),
     }
 
     #: options that act only for some methods or gradient methods, declared once: given for
     #: another, they would be ignored, so :meth:`check_applies` refuses them
     ADAPTIVE_ONLY: ClassVar[tuple[str, ...]] = (
         "first_step", "max_step", "controller", "safety", "ifactor", "dfactor", "pcoeff",
-        "icoeff", "sensitivity_control",
+        "icoeff", "sensitivity_control", "steps", "sample_failure",
     )  # fmt: skip
     FIXED_STEP_ONLY: ClassVar[tuple[str, ...]] = ("step_size",)
     GRAD_ONLY: ClassVar[dict[str, str]] = {
@@ -137,6 +152,11 @@ class SolverOptions:
                 raise InvalidInputError(
                     f"options[{key!r}] applies to grad={owner!r} only, not grad={grad!r}"
                 )
+        if "sample_failure" in given and (options or {}).get("steps") != "per-sample":
+            raise InvalidInputError(
+                "options['sample_failure'] applies to options['steps']='per-sample' only (a "
+                "shared-step solve fails as a whole)"
+            )
         if not adaptive and (options or {}).get("step_size") is None:
             raise InvalidInputError(
                 f"{method!r} takes fixed steps: give options={{'step_size': h}} (h in time "

@@ -19,6 +19,9 @@ class SolverStats:
         n_steps_backward: step attempts of the adjoint's backward solve.
         n_replayed_batched: ACA: accepted steps the backward pass replayed in batches (the
             rest, ``n_checkpoints - n_replayed_batched``, were replayed one by one).
+        n_sample_evals: per-sample steps: the rows (members) the vector field was evaluated
+            on, summed over its calls: the right-hand-side work (a shared-step solve of a
+            ``(B, D)`` batch does ``B · nfe_forward``).
     """
 
     nfe_forward: int = 0
@@ -28,6 +31,7 @@ class SolverStats:
     n_checkpoints: int = 0
     n_steps_backward: int = 0
     n_replayed_batched: int = 0
+    n_sample_evals: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -45,12 +45,12 @@ class RHS:
             self.on_eval()
         if not isinstance(f, torch.Tensor):
             raise DtypeMismatchError(
-                f"func(t, y) must return a tensor, got {type(f).__name__} at t={float(t):.6g}"
+                f"func(t, y) must return a tensor, got {type(f).__name__} at {_at(t)}"
             )
         if f.shape != y.shape:
             raise ShapeMismatchError(
                 f"func(t, y) returned shape {tuple(f.shape)} for a state of shape "
-                f"{tuple(y.shape)} at t={float(t):.6g}; dy/dt must have the state's shape"
+                f"{tuple(y.shape)} at {_at(t)}; dy/dt must have the state's shape"
             )
         if f.dtype != y.dtype:
             raise DtypeMismatchError(
@@ -63,6 +63,13 @@ class RHS:
                 "move the model to the state's device"
             )
         return f
+
+
+def _at(t: Time) -> str:
+    """``t`` for a message: one time, or the span of a per-sample batch's times."""
+    if isinstance(t, torch.Tensor) and t.numel() > 1:
+        return f"t in [{float(t.min()):.6g}, {float(t.max()):.6g}] (per member)"
+    return f"t={float(t):.6g}"
 
 
 def lincomb(y: torch.Tensor, h: Time, coeffs: Sequence, ks: Sequence[torch.Tensor]) -> torch.Tensor:

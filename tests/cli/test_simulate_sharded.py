@@ -3,9 +3,10 @@
 The launches are real (``python -m torch.distributed.run``, gloo on CPU, one thread a rank).
 A sharded ensemble is **not** bit-identical to a single-process one, and the tests say how
 close it is: the starts, the times and the noise draws are exact, but each rank integrates a
-smaller batch, and (i) adaptive methods choose one step sequence per integrated batch (the
-error norm spans its members), (ii) torch's vectorised kernels round a member differently by
-its place in the batch (seen: 4e-15 with ``rk4`` and ``leapfrog``).
+smaller batch, and torch's vectorised kernels round a member differently by its place in the
+batch (seen: 4e-15 with ``rk4`` and ``leapfrog``; with the default per-sample steps an ulp of a
+member's step size now and then, 5e-14 over a period with dop853; with ``--steps shared`` each
+integrated batch chooses its own step sequence, 4e-12).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ LAUNCH_TIMEOUT_S = 120
 RUN = {"periods": 1.0, "points": 30}
 RUN_ARGS = ["--periods", "1", "--points", "30"]
 
-#: sharded vs whole batch with dop853 at rtol = atol = 1e-13 over one period: each share takes
-#: its own adaptive steps, each within the tolerance per step; seen 4e-12, and 1e-9 leaves
-#: room for the growth of a chaotic three-body error over the period
+#: sharded vs whole batch with dop853 at rtol = atol = 1e-13 over one period: per-sample steps
+#: are the same per member up to rounding (seen 5e-14); 1e-9 is the bound of a share that
+#: takes its own steps within the tolerance (``--steps shared``, seen 4e-12) with room for the
+#: growth of a chaotic three-body error over the period
 SHARE_TOL = 1e-9
 
 FAILING_LAUNCH = """
