@@ -50,6 +50,20 @@ def test_each_member_is_its_own_single_solve(method):
     assert sol.status.tolist() == [0] * 12
 
 
+def test_pi_controller_and_step_bounds_act_per_member():
+    field = Gravity([1.0, 1.0, 1.0])
+    y0 = _starts(6, 0.02, seed=7)
+    t = torch.linspace(0.0, 3.0, 4, dtype=torch.float64)
+    options = {"controller": "pi", "ifactor": 3.3, "dfactor": 0.3, "max_step": 0.2}
+    with torch.no_grad():
+        sol = solve(field, y0, t, rtol=1e-8, atol=1e-8, options={**PER_SAMPLE, **options})
+        singles = [solve(field, y, t, rtol=1e-8, atol=1e-8, options=options) for y in y0]
+    # the same bound as test_each_member_is_its_own_single_solve
+    assert (sol.ys - torch.stack([s.ys for s in singles], 1)).abs().max() < 1e-12
+    assert sol.stats.n_accepted == sum(s.stats.n_accepted for s in singles)
+    assert sol.stats.n_rejected == sum(s.stats.n_rejected for s in singles)
+
+
 def test_a_batch_of_one_is_the_shared_loop_to_rounding():
     # starts with close encounters, where an ulp of h grows to ~1e-10 over the run: alone,
     # the per-sample loop does the shared loop's arithmetic (measured: identical bits)
