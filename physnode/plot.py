@@ -208,7 +208,9 @@ def plot_fit(record: FitRecord, fig: Figure | None = None) -> Figure:
     ax_orbit.legend(loc="best", fontsize="small")
     _plot_loss(ax_loss, record.history)
     _plot_parameters(ax_param, record)
-    _plot_prediction_error(ax_err, obs, pred, record.train_until)
+    _plot_prediction_error(ax_err, obs, pred, record.train_until, record.fit_until)
+    if record.ensemble is not None:
+        _plot_spread(ax_err, obs, record.ensemble["spread"])
     model = record.settings.get("model", "")
     status = " (interrupted)" if record.interrupted else ""
     fig.suptitle(f"fit: {model} model, data {record.data_file}{status}")
@@ -265,11 +267,17 @@ def _plot_fit_components(
 
 
 def _plot_loss(ax: Axes, history: Mapping[str, Any]) -> None:
-    """The loss against the epoch, log scale."""
+    """The loss against the epoch, log scale; the validation loss (where scored) as dots."""
     epochs = np.asarray(history["epoch"])
     loss = np.asarray(history["loss"], dtype=float)
+    tiny = np.finfo(np.float64).tiny
     if loss.size:
-        ax.semilogy(epochs, np.maximum(loss, np.finfo(np.float64).tiny))
+        ax.semilogy(epochs, np.maximum(loss, tiny), label="training")
+    valid = np.asarray(history.get("validation", ()), dtype=float)
+    scored = np.isfinite(valid)
+    if scored.any():
+        ax.semilogy(epochs[scored], np.maximum(valid[scored], tiny), ".", label="validation")
+        ax.legend(loc="best", fontsize="small")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("loss")
@@ -295,15 +303,34 @@ def _plot_parameters(ax: Axes, record: FitRecord) -> None:
         ax.legend(loc="best", fontsize="small")
 
 
-def _plot_prediction_error(ax: Axes, obs: Trajectory, pred: Trajectory, train_until: float) -> None:
-    """RMS of ``predicted - observed`` over the components against time, log scale."""
+def _plot_prediction_error(
+    ax: Axes, obs: Trajectory, pred: Trajectory, train_until: float, fit_until: float | None = None
+) -> None:
+    """RMS of ``predicted - observed`` over the components against time, log scale; the
+    validation window (``fit_until`` to ``train_until``) shaded."""
     err = np.sqrt(np.mean((_series(pred) - _series(obs)) ** 2, axis=1))
     # Exact zeros (the shared start) cannot be shown on a log axis: leave them out.
     ax.semilogy(obs.times, np.where(err > 0, err, np.nan))
     ax.axvline(train_until, color="k", ls="--", lw=1, label="train_until")
+    if fit_until is not None and fit_until < train_until:
+        ax.axvspan(fit_until, train_until, color="grey", alpha=0.15, label="validation")
     ax.set_xlabel("t")
     ax.set_ylabel("RMS error")
     ax.set_title("prediction error")
+    ax.legend(loc="best", fontsize="small")
+
+
+def _plot_spread(ax: Axes, obs: Trajectory, spread: np.ndarray) -> None:
+    """An ensemble's spread as a shaded band under the error curve: the RMS over the same
+    components (positions, or the state) of the members' standard deviation ``(T, D)``."""
+    k = _series(obs).shape[1]  # the first k state components are what the error curve shows
+    band = np.sqrt(np.mean(np.asarray(spread)[:, :k] ** 2, axis=1))
+    positive = band[band > 0]
+    # the members share the start (zero spread): floor the band a decade below its least
+    # positive value, so the log axis keeps the error curve's range
+    floor = 0.1 * float(positive.min()) if positive.size else np.finfo(np.float64).tiny
+    ax.fill_between(obs.times, floor, np.maximum(band, floor), color="C1", alpha=0.3,
+                    label="ensemble spread (1 std)")  # fmt: skip
     ax.legend(loc="best", fontsize="small")
 
 

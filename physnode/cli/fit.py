@@ -45,6 +45,8 @@ from physnode.cli.options import (
     refuse_existing,
     refuse_input,
 )
+from physnode.constraints import Constraint
+from physnode.constraints import Optional as OptionalConstraint
 from physnode.data import Trajectory, read_trajectory
 from physnode.data.fitfile import FitRecord, read_fit, sha256_file, write_fit
 from physnode.errors import InvalidInputError, PhysnodeError
@@ -58,6 +60,25 @@ EXIT_INTERRUPTED = 130
 
 # Settings a resumed run may change: only the number of epochs (to train longer).
 RESUME_MAY_CHANGE = ("epochs",)
+
+
+def _given_constraint(name: str) -> Constraint:
+    """The Fitter's declared constraint on ``name``, for a value given on the command line
+    (an ``Optional`` one's inner constraint: not giving the option is its ``None``)."""
+    constraint = Fitter.CONSTRAINTS[name]
+    return constraint.inner if isinstance(constraint, OptionalConstraint) else constraint
+
+
+def _check_setting(name: str, value: Any) -> Any:
+    """``value`` when the Fitter's declared constraint on ``name`` accepts it (None: not
+    given), else one ``error:`` line naming the flag, before any file is read."""
+    if value is not None:
+        try:
+            _given_constraint(name).check(f"--{name.replace('_', '-')}", value)
+        except InvalidInputError as exc:
+            raise fail(str(exc)) from None
+    return value
+
 
 DataArgs = Annotated[
     list[Path],
@@ -97,6 +118,26 @@ Output = output_option(
     "Fit file (default fit.h5; with --resume: the resumed file). With several DATA files: the "
     "directory for their <stem>.fit.h5 files (default: the current directory)."
 )
+Validation = Annotated[
+    float | None,
+    typer.Option(
+        help="Fraction of the training window, at its end, held out of the gradient steps to "
+        "choose the model (the best on it is kept); "
+        f"{_given_constraint('validation').describe()}; default: 0.2 with --ensemble > 1, "
+        "else 0.",
+        callback=lambda value: _check_setting("validation", value),
+        show_default=False,
+    ),
+]
+EnsembleOpt = Annotated[
+    int,
+    typer.Option(
+        help="Hybrid or neural: fit this many members from seeds SEED.. SEED+K-1; the best on "
+        "the validation window is reported, their spread is the extrapolation uncertainty "
+        f"({_given_constraint('ensemble').describe()}).",
+        callback=lambda value: _check_setting("ensemble", value),
+    ),
+]
 Resume = Annotated[Path | None, typer.Option(help="Continue the fit stored in this fit file.")]
 
 
@@ -194,6 +235,8 @@ def _settings(options: dict[str, Any], resume_settings: dict[str, Any] | None) -
                 settings[key] = _from_file(key, value)
         if settings.get("model") == "hybrid" and "correction" not in resume_settings:
             settings["correction"] = "mlp"  # files from before corrections had kinds
+        if "validation" not in resume_settings and "validation" in accepted:
+            settings["validation"] = 0.0  # files from before validation windows held none out
         conflict = _setting_conflict(options, settings, may_change=RESUME_MAY_CHANGE)
         if conflict is not None:
             flag, shown, was = conflict
@@ -276,13 +319,31 @@ def _result_table(fitter: Any, data: Trajectory, out: Path, title: str) -> Table
     table.add_section()
     extrap = fitter.extrapolation_rmse_
     table.add_row("train RMSE", f"{fitter.train_rmse_:.3e}", "", "")
+    valid = getattr(fitter, "validation_rmse_", None)
+    if valid is not None:
+        window = f"{fitter.fit_until_:g} < t ≤ {fitter.train_until_:g}"
+        table.add_row(f"validation RMSE ({window})", f"{valid:.3e}", "", "")
     table.add_row(
         "extrapolation RMSE", "n/a (no data beyond)" if extrap is None else f"{extrap:.3e}", "", ""
     )
+    _add_ensemble(table, getattr(fitter, "ensemble_", None))
     _add_discovered(table, getattr(fitter, "discovered_", None), getattr(fitter, "refit_", None))
     table.add_row("wall time", f"{fitter.wall_time_:.2f} s", "", "")
     table.add_row("output", str(out), "", "")
     return table
+
+
+def _add_ensemble(table: Table, ensemble: Any) -> None:
+    """Rows for an ensemble fit: the members, the one reported, their spread at the end."""
+    if ensemble is None:
+        return
+    seeds = ensemble.seeds
+    table.add_row("ensemble", f"{len(seeds)} seeds {seeds[0]}..{seeds[-1]}, "
+                  f"reported {seeds[ensemble.best]}", "", "")  # fmt: skip
+    extrap = ", ".join(f"{x:.2e}" for x in ensemble.extrapolation_rmse)
+    table.add_row("members' extrap. RMSE", Text(extrap), "", "")
+    end = float(np.sqrt(np.mean(ensemble.spread[-1] ** 2)))
+    table.add_row("spread at the last time (RMS)", f"{end:.3e}", "", "")
 
 
 def _add_discovered(table: Table, discovered: Any, refit: Any = None) -> None:
@@ -357,6 +418,8 @@ def fit_command(
     schedule: ScheduleOpt = Schedule(DEFAULT["schedule"]),
     correction: CorrectionOpt = Correction(DEFAULT["correction"]),
     refit_symbolic: RefitSymbolic = DEFAULT["refit_symbolic"],
+    validation: Validation = DEFAULT["validation"],
+    ensemble: EnsembleOpt = DEFAULT["ensemble"],
     seed: Seed = DEFAULT["seed"],
     device: Device = DEFAULT["device"],
     output: Output = None,

@@ -6,7 +6,7 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
                                                           read_trajectory(fit.h5) works
     /fit                         +fit_format_version, +physnode_version, +data_file,
                                  +data_sha256, +train_rmse, +extrapolation_rmse, +train_until,
-                                 +interrupted, +wall_time
+                                 +interrupted, +wall_time, [+validation_rmse, +fit_until]
         settings                 +model, +grad, +method, +rtol, ... (the Fitter's settings_)
         epoch (E,)  loss (E,)
         params/<name>            fitted value, float64, the parameter's shape
@@ -24,6 +24,9 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
             refit                +formula, +train_rmse, +extrapolation_rmse, +wall_time
                 terms (K',)  coefficients (K',)  sigma (K',)  dropped (strings)
                 params/<name>  uncertainties/<name>
+        ensemble                 +best: an ensemble fit's members (ensemble > 1 only)
+            seeds (K,)  train_rmse (K,)  validation_rmse (K,)  extrapolation_rmse (K,)
+            spread (T, D)  params/<name> (K, *shape)
         state/<k1>/<k2>/...      the resumable state; flat key "a/b/c" -> nested path
         observed/time (T,), position (T, N, D), velocity, mass (N,), state (T, S)
 
@@ -87,7 +90,12 @@ class FitRecord:
             other per-epoch series.
         network: neural-correction weights by ``state_dict`` key (empty for a physics model).
         state: the resumable state, flat keys, exactly as the fitter gave it.
-        train_rmse: position (or state) RMSE over the training window.
+        train_rmse: position (or state) RMSE over the fitting window (the training window
+            less the validation window).
+        validation_rmse: RMSE over the validation window; None without one (or in a file
+            from before validation windows).
+        fit_until: time of the last sample the gradient steps fitted (``train_until``
+            without a validation window).
         extrapolation_rmse: RMSE beyond ``train_until``; None when the data ends there.
         train_until: end of the training window actually used.
         interrupted: True when the fit was stopped early (Ctrl-C, SIGTERM); resume it.
@@ -103,6 +111,9 @@ class FitRecord:
             symbolic refit's ``terms``, ``coefficients``, ``sigma``, ``dropped``, ``params``,
             ``uncertainties``, ``formula``, ``train_rmse``, ``extrapolation_rmse``,
             ``wall_time``; ``None`` without one); ``None`` for other fits.
+        ensemble: an ensemble fit's ``best``, ``seeds``, ``train_rmse``,
+            ``validation_rmse``, ``extrapolation_rmse`` (each ``(K,)``), ``spread``
+            ``(T, D)`` and ``params`` (``{name: (K, *shape)}``); ``None`` otherwise.
     """
 
     prediction: Trajectory
@@ -123,6 +134,9 @@ class FitRecord:
     physnode_version: str = field(default=__version__)
     noise: dict[str, float] = field(default_factory=dict)
     discovered: dict[str, Any] | None = None
+    validation_rmse: float | None = None
+    fit_until: float | None = None
+    ensemble: dict[str, Any] | None = None
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -207,6 +221,32 @@ def _write_fit_group(
         noise.attrs[kind] = np.float64(level)
     _write_observed(g.create_group("observed"), observed)
     _write_discovered(g, getattr(fitter, "discovered_", None), getattr(fitter, "refit_", None))
+    _write_ensemble(g, getattr(fitter, "ensemble_", None))
+
+
+_ENSEMBLE_ARRAYS = ("seeds", "train_rmse", "validation_rmse", "extrapolation_rmse", "spread")
+
+
+def _write_ensemble(g: h5py.Group, ensemble: Any) -> None:
+    """``/fit/ensemble``, when the fit was an ensemble's."""
+    if ensemble is None:
+        return
+    e = g.create_group("ensemble", track_order=True)
+    e.attrs["best"] = np.int64(ensemble.best)
+    for name in _ENSEMBLE_ARRAYS:
+        e.create_dataset(name, data=np.asarray(getattr(ensemble, name)))
+    params = e.create_group("params", track_order=True)
+    for key, value in ensemble.params.items():
+        _put_array(params, key, value, "ensemble_.params")
+
+
+def _read_ensemble(e: Any) -> dict[str, Any] | None:
+    if not isinstance(e, h5py.Group):
+        return None
+    out: dict[str, Any] = {name: e[name][()] for name in _ENSEMBLE_ARRAYS}
+    out["best"] = int(e.attrs["best"])
+    out["params"] = _read_arrays(e.get("params"))
+    return out
 
 
 def _write_discovered(g: h5py.Group, discovery: Any, refit: Any) -> None:
@@ -252,6 +292,9 @@ def _write_results(g: h5py.Group, fitter: Any, data_file: str, digest: str) -> N
     g.attrs["train_until"] = np.float64(fitter.train_until_)
     g.attrs["interrupted"] = np.bool_(bool(fitter.interrupted_))
     g.attrs["wall_time"] = np.float64(fitter.wall_time_)
+    valid = getattr(fitter, "validation_rmse_", None)
+    g.attrs["validation_rmse"] = np.float64(math.nan if valid is None else valid)
+    g.attrs["fit_until"] = np.float64(getattr(fitter, "fit_until_", fitter.train_until_))
 
 
 def _write_history(g: h5py.Group, history: dict[str, Any]) -> None:
@@ -424,6 +467,7 @@ def _read_record_fields(g: h5py.Group, path: Path) -> dict[str, Any]:
     history = _read_history(g)
     state = _read_resumable_state(g.get("state"))
     extrap = float(g.attrs["extrapolation_rmse"])
+    valid = float(g.attrs.get("validation_rmse", math.nan))
     attrs = {
         k: hdf5.python_value(g.attrs[k]) for k in ("data_file", "physnode_version") if k in g.attrs
     }
@@ -446,6 +490,9 @@ def _read_record_fields(g: h5py.Group, path: Path) -> dict[str, Any]:
         physnode_version=str(attrs.get("physnode_version", "")),
         noise={k: float(v) for k, v in g["noise"].attrs.items()} if "noise" in g else {},
         discovered=_read_discovered(g.get("discovered")),
+        validation_rmse=None if math.isnan(valid) else valid,
+        fit_until=float(g.attrs.get("fit_until", g.attrs["train_until"])),
+        ensemble=_read_ensemble(g.get("ensemble")),
     )
 
 

@@ -8,6 +8,7 @@ observations from the data), :mod:`~physnode.fit.objective` (solve and score),
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -18,11 +19,13 @@ import torch
 from physnode.constraints import Constraint, Interval, Optional, Options
 from physnode.data import Trajectory
 from physnode.errors import InvalidInputError, SolverError
+from physnode.fit.ensemble import fit_ensemble
 from physnode.fit.least_squares import least_squares_finish
 from physnode.fit.objective import Objective
 from physnode.fit.problem import MODELS, OBSERVE, FitProblem, build_problem
 from physnode.fit.readout import discovered_law
 from physnode.fit.schedule import SCHEDULES, Cursor, Stopped, Training, adam_optimizer, plan
+from physnode.fit.selection import VALIDATION_KEY, Selection
 from physnode.fit.shooting import Shooting
 from physnode.fit.state import fit_state, load_fit_state, load_module_state
 from physnode.fit.symbolic import refit_symbolic
@@ -34,6 +37,14 @@ __all__ = ["MODELS", "SCHEDULES", "Fitter"]
 #: a symbolic refit whose training RMSE exceeds the network's by this factor is flagged (on
 #: noisy data both sit at the noise level, within a few per cent; clean: the refit is better)
 WORSE = 2.0
+
+#: ``validation=None``: the fraction of the training window held out for an ensemble of
+#: seeds (``ensemble > 1``: enough samples to tell which member bends away after the fitting
+#: window, most of the window left to fit). A single fit holds out nothing by default
+#: (:meth:`Fitter.validation_`): it has no fits to choose between, and choosing a step of its
+#: one path does not pay for the data it withholds (docs/FITTING.md: extrapolation 2x worse on
+#: two seeds of three; the drag law read out as four terms instead of ``-0.1 v``)
+VALIDATION = 0.2
 
 Progress = Callable[[int, int, float, dict], None]
 
@@ -77,13 +88,29 @@ class Fitter:
         refit_symbolic: for ``model="hybrid"`` on particle data: after the fit, refit the
             physics plus the discovered law's terms (:mod:`physnode.fit.symbolic`), result in
             ``refit_``.
+        validation: the fraction of the training window's time span, at its end, held out
+            of the gradient steps (Adam, L-BFGS, shooting) and used to choose the model:
+            after every step on the whole fitting window the model is scored there, and the
+            best one is kept (:mod:`physnode.fit.selection`). The least-squares finish of the
+            physical parameters still uses the whole training window. ``None`` (default):
+            :data:`VALIDATION` (0.2) for an ensemble (``ensemble > 1``: the window chooses
+            its member), 0 for a single fit (a physics model's few parameters, and a
+            network's correction and the law read from it, are best determined by all the
+            data); 0: none.
+        ensemble: for models with a network: ``K`` fits from seeds ``seed .. seed + K - 1``
+            (:mod:`physnode.fit.ensemble`); the member with the lowest validation RMSE is
+            reported, the members' spread is the extrapolation uncertainty (``ensemble_``).
 
     After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ from the covariance of the
     least-squares finish, see :mod:`physnode.fit.least_squares`; ``inf`` where the data cannot
     determine a parameter), ``undetermined_`` (those parameters), ``noise_`` (the noise level
     per kind of observation the finish estimated from the residuals), ``warnings_`` (what
     makes the result doubtful, in words), ``history_``,
-    ``train_rmse_``, ``extrapolation_rmse_``, ``prediction_`` (a Trajectory at every data time),
+    ``train_rmse_`` (over the fitting window: the training window less the validation window),
+    ``validation_rmse_`` (over the validation window; ``None`` without one), ``fit_until_``
+    (the time of the last sample fitted by the gradient steps; ``train_until_`` without a
+    validation window), ``validation_`` (the fraction used, ``None`` resolved),
+    ``extrapolation_rmse_``, ``prediction_`` (a Trajectory at every data time),
     ``network_state_``, ``state_`` (resumable), ``interrupted_``, ``wall_time_``,
     ``train_until_``, ``settings_``, ``model_``, ``correction_`` (the kind the hybrid model
     used, ``"auto"`` resolved; ``None`` for the other models), ``discovered_`` (the law the
@@ -111,6 +138,8 @@ class Fitter:
         "rtol": Interval(float, 0, None),
         "atol": Interval(float, 0, None),
         "train_until": Optional(Interval(float, None, None)),
+        "validation": Optional(Interval(float, 0, 1, closed="left")),
+        "ensemble": Interval(int, 1, None),
         "seed": Interval(int, None, None),
     }
 
@@ -136,6 +165,8 @@ class Fitter:
         terms: Sequence[str] = (),
         init_coefficients: Sequence[float] | None = None,
         refit_symbolic: bool = False,
+        validation: float | None = None,
+        ensemble: int = 1,
     ) -> None:
         self.model = model
         self.learn = tuple(learn)
@@ -157,6 +188,8 @@ class Fitter:
         self.terms = tuple(terms)
         self.init_coefficients = init_coefficients
         self.refit_symbolic = bool(refit_symbolic)
+        self.validation = validation
+        self.ensemble = ensemble
 
     # -- settings ------------------------------------------------------------------------
     def _check_settings(self) -> None:
@@ -174,6 +207,11 @@ class Fitter:
             raise InvalidInputError(
                 f"refit_symbolic is for model='hybrid' (it refits the law its network learned); "
                 f"the {self.model!r} model has none"
+            )
+        if self.ensemble > 1 and self.model == "physics":
+            raise InvalidInputError(
+                "ensemble is for models with a network (seeds change only its starting "
+                "weights); a physics fit from the same start is the same fit every time"
             )
         if self.correction != AUTO and self.model != "hybrid":
             raise InvalidInputError(
@@ -210,7 +248,17 @@ class Fitter:
             if self.init_coefficients is None
             else ",".join(repr(float(c)) for c in self.init_coefficients),
             "refit_symbolic": self.refit_symbolic,
+            "validation": None if self.validation is None else float(self.validation),
+            "ensemble": int(self.ensemble),
         }
+
+    @property
+    def validation_(self) -> float:
+        """The fraction of the training window held out: ``validation``, or its default when
+        ``None``: :data:`VALIDATION` for an ensemble, 0 for a single fit."""
+        if self.validation is not None:
+            return float(self.validation)
+        return VALIDATION if self.ensemble > 1 else 0.0
 
     # -- the fit -------------------------------------------------------------------------
     def fit(
@@ -235,6 +283,9 @@ class Fitter:
         """
         self._check_settings()
         start_time = time.perf_counter()
+        self.ensemble_ = None
+        if self.ensemble > 1 or (resume is not None and "member/0/epoch" in resume):
+            return self._fit_ensemble(data, y0, progress, should_stop, resume, start_time)
         torch.manual_seed(self.seed)
         prob = self._set_up(data, y0)
         self._start_from_data = y0 is None
@@ -242,7 +293,7 @@ class Fitter:
         if not trainable:
             raise InvalidInputError("nothing to learn: the model has no trainable parameters")
         history: dict[str, list] = {"epoch": [], "loss": []}
-        phases = plan(self.schedule, self.model, prob.n_train, self.epochs, self.lbfgs_steps)
+        phases = plan(self.schedule, self.model, prob.n_fit, self.epochs, self.lbfgs_steps)
         adam = adam_optimizer(trainable, prob.start, self.lr)
         first = Cursor()
         if resume is not None:
@@ -253,15 +304,35 @@ class Fitter:
             record=self._recorder(history, sum(p.count for p in phases), progress),
             stop=should_stop or (lambda: False),
             shooting=Shooting(self._objective, self.lr) if self.schedule == "shooting" else None,
+            selection=Selection(self._objective, history) if prob.n_fit < prob.n_train else None,
         )  # fmt: skip
         if resume is not None and training.shooting is not None:
             training.shooting.load_state(resume)
+        if resume is not None and training.selection is not None:
+            training.selection.load_state(resume)
         self._train(training, history, first)
         self.history_ = {k: np.asarray(v) for k, v in history.items()}
+        if training.selection is not None and not self.interrupted_:
+            training.selection.restore()  # the best model on the validation window
         self._finish(prob)
         self.wall_time_ = time.perf_counter() - start_time
         self.refit_ = None
         if self.refit_symbolic and self.discovered_ is not None and prob.particles is not None:
+            self._refit(data)
+        return self
+
+    def _fit_ensemble(self, data, y0, progress, should_stop, resume, start_time) -> Fitter:
+        """:func:`~physnode.fit.ensemble.fit_ensemble`, then the chosen member's refit."""
+        if resume is not None and (self.ensemble == 1) != ("member/0/epoch" not in resume):
+            raise InvalidInputError(
+                f"the state to resume is {'an' if self.ensemble == 1 else 'not an'} ensemble's; "
+                "resume with the settings it was fitted with (ensemble included)"
+            )
+        fit_ensemble(self, data, y0=y0, progress=progress, should_stop=should_stop,
+                     resume=resume)  # fmt: skip
+        self.wall_time_ = time.perf_counter() - start_time
+        self.refit_ = None
+        if self.refit_symbolic and self.discovered_ is not None and self._prob.particles:
             self._refit(data)
         return self
 
@@ -287,7 +358,7 @@ class Fitter:
             data, model=self.model, learn=self.learn, train_until=self.train_until,
             hidden=self.hidden, init_masses=self.init_masses, observe=self.observe, y0=y0,
             seed=self.seed, device=self.device, correction=self.correction, terms=self.terms,
-            coefficients=self.init_coefficients,
+            coefficients=self.init_coefficients, validation=self.validation_,
         )  # fmt: skip
         self._prob = prob
         self.correction_ = prob.correction
@@ -297,6 +368,7 @@ class Fitter:
         )  # fmt: skip
         self.model_ = prob.model
         self.train_until_ = float(prob.times[prob.n_train - 1])
+        self.fit_until_ = float(prob.times[prob.n_fit - 1])
         return prob
 
     def _modules_params(self):
@@ -317,6 +389,8 @@ class Fitter:
             epoch = len(history["loss"])
             history["epoch"].append(epoch)
             history["loss"].append(loss)
+            if self._prob.n_fit < self._prob.n_train:  # scored by the selection, if at all
+                history.setdefault(VALIDATION_KEY, []).append(math.nan)
             for name, value in self._prob.physical().items():
                 history.setdefault(f"param/{name}", []).append(value)
             if progress is not None:
@@ -332,27 +406,31 @@ class Fitter:
             for phase in range(first.phase, len(phases)):
                 cursor = Cursor(phase, first.step if phase == first.phase else 0)
                 # the state this phase starts from: an interrupted L-BFGS phase reruns from it
-                snapshot = fit_state(
-                    self._prob, training.adam, history, phase, 0, training.shooting
-                )
+                snapshot = self._state(training, history, Cursor(phase, 0))
                 training.run(cursor)
-            self.state_ = fit_state(
-                self._prob, training.adam, history, len(phases), 0, training.shooting
-            )
+            self.state_ = self._state(training, history, Cursor(len(phases), 0))
         except Stopped:
             self.interrupted_ = True
             if phases[cursor.phase].kind == "lbfgs":
-                self.state_ = self._rewind(snapshot, history)
+                self.state_ = self._rewind(snapshot, history, training)
             else:
-                self.state_ = fit_state(
-                    self._prob, training.adam, history, cursor.phase, cursor.step,
-                    training.shooting,
-                )  # fmt: skip
+                self.state_ = self._state(training, history, cursor)
 
-    def _rewind(self, snapshot: dict, history: dict[str, list]) -> dict:
-        """Back to ``snapshot`` (model, start and history, in place) and return it."""
+    def _state(self, training: Training, history: dict[str, list], cursor: Cursor) -> dict:
+        """The resumable state at ``cursor``, the best model on the validation window included."""
+        state = fit_state(
+            self._prob, training.adam, history, cursor.phase, cursor.step, training.shooting
+        )
+        if training.selection is not None:
+            state.update(training.selection.state())
+        return state
+
+    def _rewind(self, snapshot: dict, history: dict[str, list], training: Training) -> dict:
+        """Back to ``snapshot`` (model, start, best model and history, in place); return it."""
         load_module_state("model", self._prob.model, snapshot)
         load_module_state("start", self._prob.start, snapshot)
+        if training.selection is not None:
+            training.selection.load_state(snapshot)
         n_keep = len(snapshot["history/loss"])
         for values in history.values():
             del values[n_keep:]
@@ -394,9 +472,9 @@ class Fitter:
             err = pred[:, : n * d] - obs[:, : n * d]
         else:
             err = pred[:, idx] - obs
-        self.train_rmse_ = float(np.sqrt(np.mean(err[: prob.n_train] ** 2)))
-        rest = err[prob.n_train :]
-        self.extrapolation_rmse_ = float(np.sqrt(np.mean(rest**2))) if len(rest) else None
+        self.train_rmse_ = _rmse(err[: prob.n_fit])
+        self.validation_rmse_ = _rmse(err[prob.n_fit : prob.n_train])
+        self.extrapolation_rmse_ = _rmse(err[prob.n_train :])
         self.prediction_ = self._prediction(prob, pred)
         self.discovered_ = None if self.interrupted_ else discovered_law(prob, pred[: prob.n_train])
         self.network_state_ = {
@@ -427,6 +505,11 @@ class Fitter:
                 parameters=params,
             )
         return Trajectory(prob.times, state=pred, state_names=prob.state_names, parameters=params)
+
+
+def _rmse(err: np.ndarray) -> float | None:
+    """Root mean square of the errors ``(K, M)``; ``None`` for no sample (``K = 0``)."""
+    return float(np.sqrt(np.mean(err**2))) if len(err) else None
 
 
 def element_labels(name: str, value: np.ndarray | float) -> list[str]:

@@ -36,6 +36,8 @@ class FitProblem:
         scale: per-component scale of the observations, shape ``(M,)`` (residuals are divided
             by it, so positions and velocities weigh alike).
         n_train: number of leading samples in the training window.
+        n_fit: number of leading samples the gradient steps fit (``n_train`` without a
+            validation window); samples ``n_fit:n_train`` are the validation window.
         learned: names of the learned physical parameters.
         particles: ``(N, D)`` for particle data, else ``None``.
         state_names: names of the state components for state data, else ``None``.
@@ -55,6 +57,11 @@ class FitProblem:
     particles: tuple[int, int] | None
     state_names: tuple[str, ...] | None
     correction: str | None = None
+    n_fit: int = 0  # 0: the whole training window (no validation window)
+
+    def __post_init__(self) -> None:
+        if not self.n_fit:
+            self.n_fit = self.n_train
 
     def residual(self, ys: torch.Tensor, m: int) -> torch.Tensor:
         """Scaled misfit of a solution ``ys`` (shape ``(m, D)``) at the first ``m`` data
@@ -120,14 +127,18 @@ def build_problem(
     correction: str = AUTO,
     terms: Sequence[str] = (),
     coefficients: Sequence[float] | None = None,
+    validation: float = 0.0,
 ) -> FitProblem:
     """Build the model and the observations from ``data`` (see :class:`FitProblem`);
     ``correction`` is the kind of the hybrid model's correction (see
     :data:`physnode.models.CORRECTIONS`; other models refuse any but ``"auto"``); ``terms``
     adds named terms (:class:`~physnode.models.symbolic.SymbolicTerms`) with learned
-    ``coefficients`` to a physics model (particle data only)."""
+    ``coefficients`` to a physics model (particle data only); ``validation`` is the fraction
+    of the training window's time span, at its end, held out of the gradient steps
+    (:func:`_fitting_samples`)."""
     times = _data_times(data)
-    n_train = _training_samples(times, train_until)
+    n_train, until = _training_samples(times, train_until)
+    n_fit = _fitting_samples(times, n_train, until, validation)
     torch.manual_seed(seed)
     params = dict(data.parameters)
     physical = () if model == "neural" else _physical_names(learn)
@@ -142,14 +153,15 @@ def build_problem(
     kind = _correction_kind(model, correction, seen)
     if terms and model != "physics":
         raise InvalidInputError(f"terms= are for model='physics'; got model={model!r}")
-    spec = _Network(hidden, kind, _scales(seen, times, n_train, kind), tuple(terms), coefficients)
+    # the scales read the fitting window only: nothing the fit trains on sees the validation
+    spec = _Network(hidden, kind, _scales(seen, times, n_fit, kind), tuple(terms), coefficients)
     net, system = _make_model(model, seen, spec)
     if terms:  # their coefficients are learned with the physics
         system.set_learnable(COEFFICIENTS)
         physical = (*(n for n in physical if n != COEFFICIENTS), COEFFICIENTS)
     start = _initial_state(seen, y0)
     observed = torch.as_tensor(seen.observations, dtype=torch.float64)
-    scale = _observation_scale(observed[:n_train], seen.particles, len(seen.index))
+    scale = _observation_scale(observed[:n_fit], seen.particles, len(seen.index))
     return FitProblem(
         model=net.to(device),
         system=system,
@@ -163,6 +175,7 @@ def build_problem(
         particles=seen.particles,
         state_names=seen.state_names,
         correction=kind,
+        n_fit=n_fit,
     )
 
 
@@ -176,8 +189,9 @@ def _data_times(data: Trajectory) -> np.ndarray:
     return times
 
 
-def _training_samples(times: np.ndarray, train_until: float | None) -> int:
-    """How many leading samples lie in the training window (default: the first half)."""
+def _training_samples(times: np.ndarray, train_until: float | None) -> tuple[int, float]:
+    """How many leading samples lie in the training window (default: the first half), and the
+    window's end time."""
     if train_until is None:
         train_until = float(times[0] + 0.5 * (times[-1] - times[0]))
     if not (times[0] < train_until <= times[-1]):
@@ -190,7 +204,25 @@ def _training_samples(times: np.ndarray, train_until: float | None) -> int:
         raise InvalidInputError(
             f"train_until={train_until:g} leaves {n_train} training samples; at least 3 needed"
         )
-    return n_train
+    return n_train, float(train_until)
+
+
+def _fitting_samples(times: np.ndarray, n_train: int, until: float, validation: float) -> int:
+    """How many leading samples the gradient steps fit: those at ``t <= t0 + (1 - validation)
+    (until - t0)``. The window is cut by time, not by index, so irregular samples are held
+    out by when they were taken; ``validation = 0``: all ``n_train``."""
+    if validation == 0:
+        return n_train
+    cut = float(times[0] + (1.0 - validation) * (until - times[0]))
+    n_fit = int(np.searchsorted(times, cut, side="right"))
+    if n_fit < 3 or n_fit >= n_train:
+        raise InvalidInputError(
+            f"validation={validation:g} holds out t in ({cut:g}, {until:g}]: "
+            f"{n_train - n_fit} of the {n_train} training samples, leaving {n_fit} to fit; "
+            "the fit needs at least 3 and the validation window at least 1 (choose another "
+            "validation, or 0 for none)"
+        )
+    return n_fit
 
 
 def _physical_names(learn: tuple[str, ...]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from physnode.fit.objective import Objective
+from physnode.fit.selection import Selection
 from physnode.fit.shooting import Shooting
 
 #: The ``schedule`` choices.
@@ -100,12 +101,14 @@ class Training:
         record: called with every loss evaluated by a step.
         stop: polled before every step; ``True`` raises :class:`Stopped`.
         shooting: the multiple-shooting loss, for ``"shooting"`` phases.
+        selection: scores the model on the validation window after every step on the whole
+            fitting window and keeps the best (``None``: no validation window).
     """
 
     def __init__(
         self, objective: Objective, phases: list[Phase], trainable: Sequence[nn.Parameter],
         adam: torch.optim.Adam, lr: float, record: Record, stop: Stop,
-        shooting: Shooting | None = None,
+        shooting: Shooting | None = None, selection: Selection | None = None,
     ) -> None:  # fmt: skip
         self.objective = objective
         self.phases = phases
@@ -115,12 +118,14 @@ class Training:
         self.record = record
         self.stop = stop
         self.shooting = shooting
+        self.selection = selection
 
     def run(self, cursor: Cursor) -> None:
         """Run phase ``cursor.phase`` from step ``cursor.step``, counting steps in ``cursor``."""
         phase = self.phases[cursor.phase]
         if phase.kind == "lbfgs":
             self._lbfgs(phase)
+            self._score(phase)
             return
         # Adam's steps are ~lr in size whatever the gradient: after L-BFGS has polished a
         # shorter horizon, a full-size step would throw the fit out of its basin
@@ -129,7 +134,13 @@ class Training:
             group["lr"] = self.lr * group["scale"] * 0.1**stage
         for _ in range(cursor.step, phase.count):
             self._adam_step(phase)
+            self._score(phase)
             cursor.step += 1
+
+    def _score(self, phase: Phase) -> None:
+        """Let the selection score the model a step on ``phase`` left."""
+        if self.selection is not None and self.selection.scores(phase.horizon):
+            self.selection.consider()
 
     def _adam_step(self, phase: Phase) -> None:
         if self.stop():

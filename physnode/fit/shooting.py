@@ -12,7 +12,8 @@ from physnode.solver.vector_field import is_autonomous
 
 
 class Shooting:
-    """Multiple shooting for autonomous models on a uniform time grid: ``S`` segments solved
+    """Multiple shooting for autonomous models on a uniform time grid: ``S`` segments of the
+    fitting window (the training window less any validation window) solved
     as one batch from learnable starts, with a continuity penalty between segments.
 
     The first segment starts from the problem's own start; the others from
@@ -34,7 +35,7 @@ class Shooting:
                 f"model that depends on t ({type(prob.model).__name__} is not autonomous); "
                 "use schedule='curriculum'"
             )
-        n = prob.n_train
+        n = prob.n_fit  # the fitting window: the validation samples are held out
         self.n_seg = max(1, min(8, (n - 1) // 10))
         self.length = (n - 1) // self.n_seg + 1  # points per segment, sharing end points
         dt = np.diff(prob.times[:n])

@@ -94,6 +94,9 @@ def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray):
     # no Adam or L-BFGS: from the readout, the Levenberg–Marquardt finish (exact Jacobian) does
     # the work; Adam's steps of ~lr in each coefficient threw a 0.1 drag to a close encounter
     settings["epochs"], settings["lbfgs_steps"] = 0, 0
+    # the hybrid's windows, so its train and validation RMSE compare with the refit's
+    settings["validation"] = hybrid.validation_
+    settings["ensemble"] = 1  # the refit of the chosen member's law: one physics fit
     masses = hybrid.params_.get("masses")
     fitter = type(hybrid)(
         **settings, model="physics", terms=terms, init_coefficients=[float(x) for x in start],

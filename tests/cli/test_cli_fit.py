@@ -252,3 +252,21 @@ def test_resuming_a_hybrid_fit_from_before_corrections_keeps_its_mlp() -> None:
     old = {"model": "hybrid", "learn": "masses", "epochs": 5}
     assert _settings({}, old)["correction"] == "mlp"
     assert "correction" not in _settings({}, {"model": "physics", "learn": "masses"})
+
+
+def test_validation_window_is_reported_and_stored(fast: None) -> None:
+    """``--validation 0.25`` of the training window [0, P/2] of the reference figure-eight:
+    a result row naming the window and the fit file's ``validation_rmse`` / ``fit_until``
+    (the last sample at t <= 0.75 · P/2, counted here from the data's own times); a value the
+    Fitter's constraint refuses is one ``error:`` line before anything is read."""
+    reference_file()
+    result = run("fit", "data.h5", "--epochs", "3", "--validation", "0.25")
+    assert result.exit_code == 0, result.output
+    assert "validation RMSE" in result.output
+    record = read_fit("fit.h5")
+    times = read_trajectory("data.h5").times
+    assert record.fit_until == times[times <= 0.75 * FIGURE_EIGHT_PERIOD / 2][-1]
+    assert record.validation_rmse is not None and record.validation_rmse > 0
+    assert record.settings["validation"] == 0.25
+    assert_one_line_failure(run("fit", "data.h5", "--validation", "1"),
+                            leftover={"data.h5", "fit.h5"})  # fmt: skip
