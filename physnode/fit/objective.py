@@ -12,6 +12,8 @@ import torch
 
 from physnode.fit.problem import FitProblem
 from physnode.solver import odeint
+from physnode.solver.api import PER_SAMPLE_GRADS
+from physnode.solver.tableaus import RK_METHODS
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,18 @@ class Objective:
         atol: float | None = None,
     ) -> torch.Tensor:
         """The model's solution from ``y0`` (shape ``(..., D)``) at times ``t`` (shape ``(L,)``):
-        shape ``(L, ..., D)``. ``grad``, ``rtol``, ``atol`` override the settings when given."""
+        shape ``(L, ..., D)``. ``grad``, ``rtol``, ``atol`` override the settings when given.
+
+        A batch ``(B, D)`` of independent starts (multiple shooting's segments) is solved with
+        per-sample steps (each start its own steps, ``options={"steps": "per-sample"}``)
+        where the method is adaptive and the gradient method supports them (``aca``,
+        ``backprop``); else with one shared step sequence."""
+        grad = grad or self.grad
+        per_sample = y0.ndim == 2 and grad in PER_SAMPLE_GRADS and RK_METHODS[self.method].adaptive
         return odeint(
             self.problem.model, y0, t, rtol=rtol or self.rtol, atol=atol or self.atol,
-            method=self.method, grad=grad or self.grad,
+            method=self.method, grad=grad,
+            options={"steps": "per-sample"} if per_sample else None,
         )  # fmt: skip
 
     def solve(

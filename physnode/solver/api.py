@@ -20,6 +20,7 @@ from physnode.errors import (
     NonFiniteError,
 )
 from physnode.solver.gradients import GRAD_METHODS, get_gradient
+from physnode.solver.gradients.aca_per_sample import PerSampleProblem, aca_per_sample
 from physnode.solver.gradients.common import Problem
 from physnode.solver.gradients.forward import integrate_sensitivities
 from physnode.solver.hidden import hidden_leaves, refuse_hidden
@@ -105,7 +106,8 @@ def _problem(
 
 def _solve_per_sample(func, y0, t, rtol, atol, method, grad, params, options) -> Solution:
     """:func:`solve` with each row of a ``(B, D)`` batch on its own steps (see
-    :mod:`physnode.solver.per_sample`); differentiable with ``grad="backprop"`` only."""
+    :mod:`physnode.solver.per_sample`); differentiable with ``grad="aca"`` (the per-member
+    replay, :mod:`physnode.solver.gradients.aca_per_sample`) or ``"backprop"``."""
     y0 = _check_state(y0)
     if y0.ndim != 2:
         raise InvalidInputError(
@@ -124,19 +126,32 @@ def _solve_per_sample(func, y0, t, rtol, atol, method, grad, params, options) ->
     diff = [p for p in _collect_params(func, params, y0) if p.requires_grad]
     stats = SolverStats()
     rhs = RHS(func, y0, stats.count_forward_eval)
-    needs = _needs_grad(y0, t_tensor, diff) or (
-        torch.is_grad_enabled() and bool(hidden_leaves(rhs, t_grid[:, :1].to(y0.dtype), y0, diff))
+    hidden = (
+        hidden_leaves(rhs, t_grid[:, :1].to(y0.dtype), y0, diff) if torch.is_grad_enabled() else []
     )
-    if needs and (grad != "backprop" or t_tensor.requires_grad):
+    if not (_needs_grad(y0, t_tensor, diff) or hidden):
+        with torch.no_grad():
+            ys, status = integrate_per_sample(rhs, tab, t_grid, y0, rtol, atol, opts, stats)
+        return Solution(ys, stats, status)
+    if grad not in PER_SAMPLE_GRADS or t_tensor.requires_grad:
         raise InvalidInputError(
-            "per-sample steps differentiate with grad='backprop' only (autograd through each "
-            f"member's accepted steps), and not with respect to t; got grad={grad!r}"
-            f"{' and t requiring grad' if t_tensor.requires_grad else ''}. Pass "
-            "grad='backprop', solve under torch.no_grad(), or use options['steps']='shared'"
+            f"per-sample steps differentiate with grad in {list(PER_SAMPLE_GRADS)} (each "
+            f"member's accepted steps), not with respect to t; got grad={grad!r}"
+            f"{' and t requiring grad' if t_tensor.requires_grad else ''}. Choose one of "
+            "those, solve under torch.no_grad(), or use options['steps']='shared'"
         )
-    with torch.enable_grad() if needs else torch.no_grad():
+    if grad == "backprop":  # autograd through the loop, closures included
         ys, status = integrate_per_sample(rhs, tab, t_grid, y0, rtol, atol, opts, stats)
-    return Solution(ys, stats, status)
+        return Solution(ys, stats, status)
+    if hidden:
+        refuse_hidden(hidden, grad)
+    problem = PerSampleProblem(func, tab, t_grid, rtol, atol, opts, stats)
+    ys = aca_per_sample(problem, t_tensor, y0, diff)
+    return Solution(ys, stats, problem.status)
+
+
+#: the gradient methods per-sample steps support
+PER_SAMPLE_GRADS = ("aca", "backprop")
 
 
 def _check_sample_times(t, y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -67,8 +67,9 @@ class SolverOptions:
             and one failing member fails the solve. ``"per-sample"``: a ``(B, D)`` batch whose
             rows are independent problems, each with its own steps, output times (``t`` may be
             ``(B, T)``) and status (``Solution.status``); ``func`` gets ``t`` of shape
-            ``(b, 1)`` and the ``(b, D)`` members still running. Gradients: ``grad="backprop"``
-            only. See :mod:`physnode.solver.per_sample`.
+            ``(b, 1)`` and the ``(b, D)`` members still running. Gradients: ``grad="aca"``
+            (each member's accepted steps replayed) or ``"backprop"``; not with respect to
+            ``t``. See :mod:`physnode.solver.per_sample`.
         sample_failure: ``steps="per-sample"`` only: ``"warn"`` (default): failed members get
             NaN from where they stopped and a status, the others complete, one
             ``SampleFailureWarning`` is issued; ``"raise"``: the first failure raises its

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -35,7 +36,16 @@ from physnode.solver.stats import SolverStats
 from physnode.solver.stepper import RHS
 from physnode.solver.tableaus import ButcherTableau
 
-__all__ = ["STATUS", "SampleFailureWarning", "check_row_wise", "integrate_per_sample"]
+__all__ = [
+    "STATUS",
+    "SampleFailureWarning",
+    "StepRecord",
+    "check_row_wise",
+    "integrate_per_sample",
+    "row_dense",
+    "row_extra_stages",
+    "row_stages",
+]
 
 #: a member's status code is its index here; ``ys`` of a failed member is NaN from the first
 #: output time it did not reach
@@ -70,6 +80,28 @@ class _Rows:
         return _Rows(*(getattr(self, f.name).index_select(0, idx) for f in fields(self)))
 
 
+@dataclass
+class StepRecord:
+    """The accepted steps of a per-sample solve, one entry per loop iteration that accepted
+    any: ``steps[n] = (members, t, h, y)`` (the accepted members' indices ``(a,)``, their
+    times, steps and states at the step's start) and ``outputs[n]``, a list of
+    ``(k, members, theta, on_end)`` groups: output ``k`` of each listed member lies at
+    ``θ`` in its step (``on_end``: the step ends on it, the output is its end state)."""
+
+    steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=list
+    )
+    outputs: list[list[tuple[torch.Tensor, ...]]] = field(default_factory=list)
+
+    def add(self, rows: _Rows, accept: torch.Tensor) -> None:
+        """Keep the accepted rows' start of step (a checkpoint each)."""
+        at = accept.nonzero().squeeze(-1)
+        self.steps.append(
+            tuple(x.index_select(0, at) for x in (rows.index, rows.t, rows.h, rows.y))
+        )
+        self.outputs.append([])
+
+
 def integrate_per_sample(
     rhs: RHS,
     tab: ButcherTableau,
@@ -79,6 +111,7 @@ def integrate_per_sample(
     atol: float,
     options: SolverOptions,
     stats: SolverStats,
+    record: StepRecord | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Integrate every row of ``y0`` ``(B, D)`` with its own adaptive steps.
 
@@ -93,6 +126,7 @@ def integrate_per_sample(
         options: validated options (``max_steps`` counts each member's own attempts).
         stats: ``n_accepted``/``n_rejected`` summed over members, ``n_sample_evals`` the rows
             evaluated; ``nfe_forward`` counts calls of ``func`` (through ``rhs``).
+        record: filled with every accepted step (ACA's checkpoints), when given.
 
     Returns:
         ``(ys, status)``: ``ys`` ``(T, B, D)``, NaN where a failed member did not reach an
@@ -106,7 +140,7 @@ def integrate_per_sample(
     ys = torch.full((t_grid.shape[1], *y0.shape), math.nan, dtype=y0.dtype, device=y0.device)
     ys[0] = y0
     status = torch.zeros(y0.shape[0], dtype=torch.int64, device=y0.device)
-    run = _Run(rhs, tab, t_grid, rtol, atol, options, stats, ys, status)
+    run = _Run(rhs, tab, t_grid, rtol, atol, options, stats, ys, status, record)
     rows = run.start(y0)
     while rows.index.numel():
         rows = run.attempt(rows)
@@ -149,8 +183,8 @@ def check_row_wise(rhs: RHS, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tenso
 class _Run:
     """One per-sample integration: the fixed settings and the outputs being filled."""
 
-    def __init__(self, rhs, tab, t_grid, rtol, atol, options, stats, ys, status) -> None:
-        self.rhs, self.tab, self.t_grid = rhs, tab, t_grid
+    def __init__(self, rhs, tab, t_grid, rtol, atol, options, stats, ys, status, record) -> None:
+        self.rhs, self.tab, self.t_grid, self.record = rhs, tab, t_grid, record
         self.rtol, self.atol, self.options, self.stats = rtol, atol, options, stats
         self.ys, self.status = ys, status
         self.t_end = t_grid[:, -1]
@@ -221,7 +255,7 @@ class _Run:
         rows, lands = self._check(rows)
         if not rows.index.numel():
             return rows
-        y1, ks = self._stages(rows)
+        y1, ks = row_stages(self.f, self.tab, rows.t, rows.h, rows.y, rows.f0)
         with torch.no_grad():  # the steps are chosen, not differentiated (as backprop)
             ratio = self._error_ratio(rows, ks, y1)
         finite = torch.isfinite(ratio)
@@ -231,6 +265,8 @@ class _Run:
         self.stats.n_rejected += rows.index.numel() - n_accepted
         t_new = torch.where(lands, self.t_end.index_select(0, rows.index), rows.t + rows.h)
         if n_accepted:
+            if self.record is not None:
+                self.record.add(rows, accept)
             self._emit(rows, accept, t_new, y1, ks)
         factor = self._factor(rows, ratio, accept, finite)
         return self._advance(rows, accept, finite, t_new, y1, ks, factor, ratio)
@@ -264,21 +300,6 @@ class _Run:
         over = h.abs() > self.options.max_step
         h = torch.where(over, torch.full_like(h, self.direction * self.options.max_step), h)
         return h, lands & ~over
-
-    def _stages(self, rows: _Rows) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The stages of each row's trial step; returns ``(y_next, ks)``."""
-        tab = self.tab
-        hcol = rows.h.to(rows.y.dtype).unsqueeze(-1)
-        ks = [rows.f0]
-        y_next = None
-        for i in range(1, tab.n_stages):
-            yi = _combine(rows.y, hcol, tab.a[i], ks)
-            if tab.fsal and i == tab.n_stages - 1:
-                y_next = yi
-            ks.append(self.f(rows.t + tab.c[i] * rows.h, yi))
-        if y_next is None:
-            y_next = _combine(rows.y, hcol, tab.b, ks)
-        return y_next, ks
 
     def _error_ratio(self, rows: _Rows, ks: list[torch.Tensor], y1: torch.Tensor) -> torch.Tensor:
         """Per row, the RMS error ratio (DOP853: Hairer's combined estimate), ``(b,)``
@@ -323,8 +344,8 @@ class _Run:
             return
         sub = _Rows(*(getattr(rows, f.name).index_select(0, at) for f in fields(rows)))
         y1, t_new, grid = y1.index_select(0, at), t_new.index_select(0, at), grid[at]
-        hcol = sub.h.to(sub.y.dtype).unsqueeze(-1)
-        ks_dense = self._extra_stages(sub, [k.index_select(0, at) for k in ks], hcol)
+        ks_sub = [k.index_select(0, at) for k in ks]
+        ks_dense = row_extra_stages(self.f, self.tab, sub.t, sub.h, sub.y, ks_sub)
         while True:
             k = sub.k_next.clamp(max=last)
             tk = grid.gather(1, k.unsqueeze(-1)).squeeze(-1)
@@ -332,22 +353,16 @@ class _Run:
             put = emit.nonzero().squeeze(-1)
             if not put.numel():
                 break
-            theta = ((tk - sub.t) / sub.h).unsqueeze(-1)
-            weights = self.tab.dense_weights(theta).to(sub.y.dtype)  # (b, S')
-            y_k = sub.y
-            for j, kj in enumerate(ks_dense):
-                y_k = torch.addcmul(y_k, hcol * weights[:, j : j + 1], kj)
-            y_k = torch.where((tk == t_new).unsqueeze(-1), y1, y_k)
+            theta = (tk - sub.t) / sub.h
+            on_end = tk == t_new
+            y_k = torch.where(
+                on_end.unsqueeze(-1), y1, row_dense(self.tab, sub.y, sub.h, ks_dense, theta)
+            )
             self.ys[k[put], sub.index[put]] = y_k[put]
+            if self.record is not None:
+                self.record.outputs[-1].append((k[put], sub.index[put], theta[put], on_end[put]))
             sub.k_next = sub.k_next + emit
         rows.k_next = rows.k_next.index_copy(0, at, sub.k_next)
-
-    def _extra_stages(self, rows: _Rows, ks: list[torch.Tensor], hcol) -> list[torch.Tensor]:
-        """``ks`` with the dense output's extra stages (DOP853) appended."""
-        ks = list(ks)
-        for c, a in zip(self.tab.extra_c, self.tab.extra_a, strict=True):
-            ks.append(self.f(rows.t + c * rows.h, _combine(rows.y, hcol, a, ks)))
-        return ks
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _advance(self, rows, accept, finite, t_new, y1, ks, factor, ratio) -> _Rows:
@@ -397,6 +412,54 @@ class _Run:
             SampleFailureWarning,
             stacklevel=4,
         )
+
+
+RowField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def row_stages(
+    f: RowField, tab: ButcherTableau, t: torch.Tensor, h: torch.Tensor, y: torch.Tensor,
+    f0: torch.Tensor,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+    """The stages of one step of every row, each with its own ``t``, ``h`` ``(b,)`` float64
+    from ``y`` ``(b, D)`` with ``f0 = f(t, y)``; ``f(t, y)`` evaluates rows at their times.
+    Returns ``(y_next, ks)``."""
+    hcol = h.to(y.dtype).unsqueeze(-1)
+    ks = [f0]
+    y_next = None
+    for i in range(1, tab.n_stages):
+        yi = _combine(y, hcol, tab.a[i], ks)
+        if tab.fsal and i == tab.n_stages - 1:
+            y_next = yi
+        ks.append(f(t + tab.c[i] * h, yi))
+    if y_next is None:
+        y_next = _combine(y, hcol, tab.b, ks)
+    return y_next, ks
+
+
+def row_extra_stages(
+    f: RowField, tab: ButcherTableau, t: torch.Tensor, h: torch.Tensor, y: torch.Tensor,
+    ks: list[torch.Tensor],
+) -> list[torch.Tensor]:  # fmt: skip
+    """``ks`` with the dense output's extra stages (DOP853) of every row appended."""
+    hcol = h.to(y.dtype).unsqueeze(-1)
+    ks = list(ks)
+    for c, a in zip(tab.extra_c, tab.extra_a, strict=True):
+        ks.append(f(t + c * h, _combine(y, hcol, a, ks)))
+    return ks
+
+
+def row_dense(
+    tab: ButcherTableau, y: torch.Tensor, h: torch.Tensor, ks: list[torch.Tensor],
+    theta: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """Each row's dense output at its own ``θ`` ``(b,)`` inside its step, ``(b, D)``."""
+    hcol = h.to(y.dtype).unsqueeze(-1)
+    weights = tab.dense_weights(theta.unsqueeze(-1)).to(y.dtype)  # (b, S')
+    out = y
+    for j, kj in enumerate(ks):
+        out = torch.addcmul(out, hcol * weights[:, j : j + 1], kj)
+    return out
 
 
 def _failure_error(
