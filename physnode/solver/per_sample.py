@@ -333,8 +333,8 @@ class _Run:
     # -- outputs -------------------------------------------------------------------------------
     def _emit(self, rows, accept, t_new, y1, ks) -> None:
         """Write every output time each accepted row's step reaches: ``y1`` where the step
-        ends on it, else the dense output; the extra stages (DOP853) are evaluated once per
-        step, on the rows that reach an output only."""
+        ends on it, else the dense output; the extra stages (DOP853) are evaluated at most
+        once per step, on the rows that reach an output only."""
         last = self.t_grid.shape[1] - 1
         grid = self.t_grid.index_select(0, rows.index)
         tk = grid.gather(1, rows.k_next.clamp(max=last).unsqueeze(-1)).squeeze(-1)
@@ -342,27 +342,36 @@ class _Run:
         at = reach.nonzero().squeeze(-1)
         if not at.numel():
             return
-        sub = _Rows(*(getattr(rows, f.name).index_select(0, at) for f in fields(rows)))
-        y1, t_new, grid = y1.index_select(0, at), t_new.index_select(0, at), grid[at]
-        ks_sub = [k.index_select(0, at) for k in ks]
-        ks_dense = row_extra_stages(self.f, self.tab, sub.t, sub.h, sub.y, ks_sub)
+        every = at.numel() == rows.index.numel()  # then no row needs selecting
+
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            return x if every else x.index_select(0, at)
+
+        index, t, h, y, k_next = map(pick, (rows.index, rows.t, rows.h, rows.y, rows.k_next))
+        y1, t_new, grid = pick(y1), pick(t_new), pick(grid)
+        ks_dense = None
         while True:
-            k = sub.k_next.clamp(max=last)
+            k = k_next.clamp(max=last)
             tk = grid.gather(1, k.unsqueeze(-1)).squeeze(-1)
-            emit = (sub.k_next <= last) & (self.direction * (tk - t_new) <= 0)
+            emit = (k_next <= last) & (self.direction * (tk - t_new) <= 0)
             put = emit.nonzero().squeeze(-1)
             if not put.numel():
                 break
-            theta = (tk - sub.t) / sub.h
+            theta = (tk - t) / h
             on_end = tk == t_new
-            y_k = torch.where(
-                on_end.unsqueeze(-1), y1, row_dense(self.tab, sub.y, sub.h, ks_dense, theta)
-            )
-            self.ys[k[put], sub.index[put]] = y_k[put]
+            if bool(on_end[put].all()):
+                y_k = y1  # outputs on the steps' ends only: no dense output needed
+            else:
+                if ks_dense is None:
+                    ks_dense = row_extra_stages(self.f, self.tab, t, h, y, list(map(pick, ks)))
+                y_k = torch.where(
+                    on_end.unsqueeze(-1), y1, row_dense(self.tab, y, h, ks_dense, theta)
+                )
+            self.ys[k[put], index[put]] = y_k[put]
             if self.record is not None:
-                self.record.outputs[-1].append((k[put], sub.index[put], theta[put], on_end[put]))
-            sub.k_next = sub.k_next + emit
-        rows.k_next = rows.k_next.index_copy(0, at, sub.k_next)
+                self.record.outputs[-1].append((k[put], index[put], theta[put], on_end[put]))
+            k_next = k_next + emit
+        rows.k_next = k_next if every else rows.k_next.index_copy(0, at, k_next)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _advance(self, rows, accept, finite, t_new, y1, ks, factor, ratio) -> _Rows:
