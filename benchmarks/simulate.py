@@ -124,7 +124,9 @@ def _orbit_rows(name: str, t_end: float, n_out: int, device: str, yoshida_dt: fl
     return rows
 
 
-def _ensemble(batch: int, device: str, dtype: torch.dtype) -> tuple[float, int]:
+def _ensemble(batch: int, device: str, dtype: torch.dtype, steps: str) -> tuple[float, int, int]:
+    """Trajectories per second, steps (summed over members when per-sample) and member
+    evaluations of one batched solve."""
     system, y0 = random_three_body_batch(batch, seed=0, mode="figure-eight", perturbation=1e-2)
     system = system.to(device=device, dtype=dtype)
     y0 = y0.to(device=device, dtype=dtype)
@@ -136,11 +138,13 @@ def _ensemble(batch: int, device: str, dtype: torch.dtype) -> tuple[float, int]:
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        sol = solve(system, y0, t, rtol=rtol, atol=rtol, method="dopri5")
+        options = {"steps": steps} if steps == "per-sample" else None
+        sol = solve(system, y0, t, rtol=rtol, atol=rtol, method="dopri5", options=options)
         if device == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - start
-    return batch / wall, sol.stats.n_accepted
+    evals = sol.stats.n_sample_evals if steps == "per-sample" else sol.stats.nfe_forward * batch
+    return batch / wall, sol.stats.n_accepted, evals
 
 
 def main() -> None:
@@ -148,11 +152,27 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 periods, t=20, small ensemble")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ensemble", type=int, default=10_000)
+    parser.add_argument("--ensemble-only", action="store_true", help="skip the single orbits")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     machine = platform.processor() or platform.machine()
     threads = torch.get_num_threads()
     print(f"# machine: {machine}, torch {torch.__version__}, threads {threads}, {args.device}")
+    if not args.ensemble_only:
+        _orbits(args)
+    print("\n# ensemble: perturbed figure-eight starts, 1 period, 100 outputs, dopri5, one batch")
+    for dtype in (torch.float64, torch.float32):
+        for steps in ("shared", "per-sample"):
+            n = 1000 if args.quick else args.ensemble
+            rate, n_steps, evals = _ensemble(n, args.device, dtype, steps)
+            print(
+                f"batch {n:>6} {dtype!s:<14} {steps:<10} {rate:12.0f} trajectories/s   "
+                f"({n_steps} steps, {evals} member evaluations)"
+            )
+
+
+def _orbits(args: argparse.Namespace) -> None:
+    """The single-orbit rows: figure eight and Pythagorean, every integrator."""
     _, _, period = three_body("figure-eight")
     periods = 10 if args.quick else 100
     rows = _orbit_rows("figure-eight", periods * period, 20 * periods, args.device, period / 2000)
@@ -164,12 +184,6 @@ def main() -> None:
         print(
             f"{problem:<14} {integ:<32} {wall_s} {drift_s} {steps if steps is not None else '':>8}"
         )
-
-    print("\n# ensemble: perturbed figure-eight starts, 1 period, 100 outputs, dopri5, one batch")
-    for dtype in (torch.float64, torch.float32):
-        n = 1000 if args.quick else args.ensemble
-        rate, steps = _ensemble(n, args.device, dtype)
-        print(f"batch {n:>6} {dtype!s:<14} {rate:12.0f} trajectories/s   ({steps} steps)")
 
 
 if __name__ == "__main__":
