@@ -27,6 +27,7 @@ def _state(fitter: Fitter) -> np.ndarray:
     return np.concatenate([p.positions.reshape(t, -1), p.velocities.reshape(t, -1)], axis=1)
 
 
+@pytest.mark.slow  # 16 s: four whole fits (CI runs the slow tests)
 def test_the_spread_is_the_std_of_independent_fits_of_each_seed():
     """An ensemble of 2 from seed 4 against Fitter(seed=4) and Fitter(seed=5) fitted on their
     own: the spread is the sample standard deviation of their predictions at every data time
@@ -74,6 +75,7 @@ def test_the_band_is_stored_and_drawn(tmp_path):
     assert any(isinstance(c, PolyCollection) for c in err_panel.collections)
 
 
+@pytest.mark.slow  # 20 s: an ensemble fitted twice (CI runs the slow tests)
 def test_an_interrupted_ensemble_resumes_exactly():
     """Stopped inside the second member and resumed (the first member's state is complete,
     the second's where it stopped), the ensemble reaches the straight run's spread and masses

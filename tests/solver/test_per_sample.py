@@ -36,7 +36,10 @@ def _starts(batch: int, spread: float, seed: int = 0) -> torch.Tensor:
     return torch.as_tensor(y0)
 
 
-@pytest.mark.parametrize("method", ["dopri5", "dop853", "tsit5", "bosh3"])
+@pytest.mark.parametrize(
+    "method",
+    ["dopri5", "dop853", "tsit5", pytest.param("bosh3", marks=pytest.mark.slow)],  # bosh3: 12 s
+)
 def test_each_member_is_its_own_single_solve(method):
     field = Gravity([1.0, 1.0, 1.0])
     y0 = _starts(12, 0.02)
