@@ -9,6 +9,7 @@ stopped fit can resume where it stopped.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -16,6 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from physnode.errors import NonFiniteError, SolverError
 from physnode.fit.objective import Objective
 from physnode.fit.selection import Selection
 from physnode.fit.shooting import Shooting
@@ -155,18 +157,60 @@ class Training:
         self.record(float(loss.detach()))
 
     def _lbfgs(self, phase: Phase) -> None:
+        """Up to ``phase.count`` L-BFGS iterations. A trial point the solver cannot integrate
+        (its line search can step far) ends the phase at the best point evaluated, with one
+        :class:`LbfgsTrialWarning`: the fit goes on instead of failing."""
         optimizer = torch.optim.LBFGS(
             self.trainable, lr=1.0, max_iter=phase.count, line_search_fn="strong_wolfe",
             tolerance_grad=1e-10, tolerance_change=1e-12, history_size=20,
         )  # fmt: skip
+        best = _Best(self.trainable)
 
         def closure():
             if self.stop():
                 raise Stopped
             optimizer.zero_grad()
             loss = self.objective.loss(phase.horizon)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteError(f"the loss is {value} there")
             loss.backward()
-            self.record(float(loss.detach()))
+            self.record(value)
+            best.offer(value)
             return loss
 
-        optimizer.step(closure)
+        try:
+            optimizer.step(closure)
+        except SolverError as exc:
+            best.restore()
+            warnings.warn(
+                "L-BFGS tried parameters the solver could not integrate "
+                f"({str(exc).splitlines()[0]}); this L-BFGS phase ends at the best point it "
+                f"had evaluated (loss {best.loss:.6g}) and the fit goes on",
+                LbfgsTrialWarning,
+                stacklevel=2,
+            )
+
+
+class LbfgsTrialWarning(UserWarning):
+    """An L-BFGS phase ended early: a trial point of its line search could not be integrated
+    (the fit continued from the best point evaluated before it)."""
+
+
+class _Best:
+    """The lowest loss seen and a copy of the parameters that gave it."""
+
+    def __init__(self, params: Sequence[nn.Parameter]) -> None:
+        self.params = list(params)
+        self.loss = math.inf
+        self.values = [p.detach().clone() for p in self.params]
+
+    def offer(self, loss: float) -> None:
+        if loss < self.loss:
+            self.loss = loss
+            self.values = [p.detach().clone() for p in self.params]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.params, self.values, strict=True):
+                p.copy_(v)
