@@ -93,6 +93,15 @@ def _problem(
     :class:`Problem` (with fresh stats), the checked ``y0`` and ``t`` as a tensor."""
     y0 = _check_state(y0)
     t_tensor, t_out = _check_times(t)
+    rtol, atol, tab, opts = _check_settings(func, y0, rtol, atol, method, grad, options)
+    return Problem(func, tab, t_out, rtol, atol, opts, SolverStats()), y0, t_tensor
+
+
+def _check_settings(
+    func, y0: torch.Tensor, rtol, atol, method: str, grad: str, options: dict | None
+) -> tuple[float, float, ButcherTableau, SolverOptions]:
+    """Check ``func``, the tolerances, the method, the options and that ``y0`` is finite
+    (every solve's checks after its state and times); return ``(rtol, atol, tab, opts)``."""
     if not callable(func):
         raise InvalidInputError(f"func must be callable as func(t, y), got {type(func).__name__}")
     rtol, atol = _check_tolerances(rtol, atol)
@@ -101,7 +110,7 @@ def _problem(
     tab = RK_METHODS[method]
     opts = _check_options(options, tab, grad, y0, rtol)
     _check_finite(y0)
-    return Problem(func, tab, t_out, rtol, atol, opts, SolverStats()), y0, t_tensor
+    return rtol, atol, tab, opts
 
 
 def _solve_per_sample(func, y0, t, rtol, atol, method, grad, params, options) -> Solution:
@@ -115,14 +124,7 @@ def _solve_per_sample(func, y0, t, rtol, atol, method, grad, params, options) ->
             f"(B, D), got y0 of shape {tuple(y0.shape)}; reshape it to (B, D)"
         )
     t_tensor, t_grid = _check_sample_times(t, y0)
-    if not callable(func):
-        raise InvalidInputError(f"func must be callable as func(t, y), got {type(func).__name__}")
-    rtol, atol = _check_tolerances(rtol, atol)
-    if method not in RK_METHODS:
-        raise InvalidInputError(f"unknown method {method!r}; choose one of {sorted(RK_METHODS)}")
-    tab = RK_METHODS[method]
-    opts = _check_options(options, tab, grad, y0, rtol)
-    _check_finite(y0)
+    rtol, atol, tab, opts = _check_settings(func, y0, rtol, atol, method, grad, options)
     diff = [p for p in _collect_params(func, params, y0) if p.requires_grad]
     stats = SolverStats()
     rhs = RHS(func, y0, stats.count_forward_eval)
