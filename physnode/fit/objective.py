@@ -54,7 +54,7 @@ class Objective:
         return odeint(
             self.problem.model, y0, t, rtol=rtol or self.rtol, atol=atol or self.atol,
             method=self.method, grad=grad,
-            options={"steps": "per-sample"} if per_sample else None,
+            options={"steps": "per-sample", "sample_failure": "raise"} if per_sample else None,
         )  # fmt: skip
 
     def solve(

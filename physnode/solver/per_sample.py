@@ -323,7 +323,7 @@ class _Run:
         :class:`~physnode.solver.controller.StepSizeController`; 0.25 where not finite."""
         opts = self.options
         hi = torch.where(accept & ~rows.after_reject, torch.full_like(ratio, opts.ifactor), 1.0)
-        fac = opts.safety * ratio.clamp_min(1e-10) ** (-self.exponents[0])
+        fac = opts.safety * ratio.clamp_min(1e-300) ** (-self.exponents[0])
         if self.exponents[1]:
             fac = torch.where(accept, fac * rows.prev_ratio ** self.exponents[1], fac)
         fac = torch.minimum(hi, fac.clamp_min(opts.dfactor))

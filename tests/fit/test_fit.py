@@ -215,3 +215,23 @@ def test_shooting_refuses_a_model_that_reads_t():
     data, _ = simulate("duffing", t_end=5.0, points=60)
     with pytest.raises(InvalidInputError, match="not autonomous"):
         Fitter(schedule="shooting", learn=("delta",), epochs=2, lbfgs_steps=0).fit(data)
+
+
+def test_a_segment_that_cannot_be_integrated_fails_the_shooting_solve():
+    """Multiple shooting solves its segments with per-sample steps: a segment the solver
+    cannot integrate must raise (as a shared-step solve does), not turn into NaN that Adam
+    would step the parameters into."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from physnode.errors import SolverError
+    from physnode.fit.objective import Objective
+
+    def blow_up(t, y):  # y' = y²: from y0 = 0.5 it blows up at t = 2
+        return y * y
+
+    objective = Objective(SimpleNamespace(model=blow_up), "dopri5", 1e-8, 1e-8, "aca", "cpu")
+    y0 = torch.tensor([[-1.0], [0.5]], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(SolverError, match="member 1"):
+        objective.integrate(y0, torch.linspace(0.0, 4.0, 5, dtype=torch.float64))

@@ -23,7 +23,7 @@ from physnode.errors import (
 )
 from physnode.solver import solve
 from physnode.solver.per_sample import STATUS, SampleFailureWarning
-from tests.solver.problems import FIGURE_EIGHT_Y0, Gravity, gravity_numpy
+from tests.solver.problems import FIGURE_EIGHT_Y0, Gravity, gravity_numpy, linear_rhs
 
 PER_SAMPLE = {"steps": "per-sample"}
 
@@ -67,6 +67,20 @@ def test_pi_controller_and_step_bounds_act_per_member():
     assert (sol.ys - torch.stack([s.ys for s in singles], 1)).abs().max() < 1e-12
     assert sol.stats.n_accepted == sum(s.stats.n_accepted for s in singles)
     assert sol.stats.n_rejected == sum(s.stats.n_rejected for s in singles)
+
+
+def test_tiny_error_ratios_grow_the_step_as_the_shared_controller_does():
+    # a first step of 1e-4 gives DOP853 error ratios far below 1e-10, where the PI factor
+    # must reach ifactor as in the shared controller (a clamp of the ratio once made it 6.75)
+    y0 = torch.tensor([[1.0, 0.5, -0.25]], dtype=torch.float64)
+    t = torch.linspace(0.0, 3.0, 4, dtype=torch.float64)
+    options = {"controller": "pi", "first_step": 1e-4}
+    one = solve(linear_rhs(), y0, t, rtol=1e-9, atol=1e-9, method="dop853",
+                options={**PER_SAMPLE, **options})  # fmt: skip
+    alone = solve(linear_rhs(), y0[0], t, rtol=1e-9, atol=1e-9, method="dop853", options=options)
+    assert one.stats.n_accepted == alone.stats.n_accepted
+    # the same steps: the bound of test_a_batch_of_one_is_the_shared_loop_to_rounding
+    assert (one.ys[:, 0] - alone.ys).abs().max() <= 1e-14
 
 
 def test_a_batch_of_one_is_the_shared_loop_to_rounding():
