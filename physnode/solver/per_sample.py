@@ -261,6 +261,8 @@ class _Run:
         finite = torch.isfinite(ratio)
         accept = finite & (ratio <= 1.0)
         n_accepted = int(accept.sum())  # the one host synchronisation of a step
+        if torch.is_grad_enabled() and not bool(finite.all()):
+            y1, ks = self._restage(rows, finite, y1, ks)
         self.stats.n_accepted += n_accepted
         self.stats.n_rejected += rows.index.numel() - n_accepted
         t_new = torch.where(lands, self.t_end.index_select(0, rows.index), rows.t + rows.h)
@@ -270,6 +272,20 @@ class _Run:
             self._emit(rows, accept, t_new, y1, ks)
         factor = self._factor(rows, ratio, accept, finite)
         return self._advance(rows, accept, finite, t_new, y1, ks, factor, ratio)
+
+    def _restage(self, rows: _Rows, finite: torch.Tensor, y1, ks):
+        """Under autograd (``grad="backprop"``): the step rebuilt on the rows whose trial was
+        finite only, the others' values detached. A non-finite trial's stages would send
+        ``0 · inf = NaN`` through ``func``'s backward into every member's parameter gradient,
+        although ``torch.where`` gives them no weight."""
+        at = finite.nonzero().squeeze(-1)
+        if not at.numel():
+            return y1.detach(), [k.detach() for k in ks]
+        y1_f, ks_f = row_stages(
+            self.f, self.tab, *(x.index_select(0, at) for x in (rows.t, rows.h, rows.y, rows.f0))
+        )
+        y1 = y1.detach().index_copy(0, at, y1_f)
+        return y1, [k.detach().index_copy(0, at, k_f) for k, k_f in zip(ks, ks_f, strict=True)]
 
     def _check(self, rows: _Rows) -> tuple[_Rows, torch.Tensor]:
         """Clip each step; count this attempt; fail the rows whose step fell below the floor
