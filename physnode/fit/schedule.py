@@ -182,6 +182,8 @@ class Training:
         try:
             optimizer.step(closure)
         except SolverError as exc:
+            if not math.isfinite(best.loss):  # not even the starting point could be integrated
+                raise
             best.restore()
             warnings.warn(
                 "L-BFGS tried parameters the solver could not integrate "

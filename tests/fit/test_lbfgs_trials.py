@@ -49,5 +49,14 @@ def test_without_a_wall_lbfgs_converges_and_warns_nothing(recwarn):
     assert not [w for w in recwarn if issubclass(w.category, LbfgsTrialWarning)]
 
 
+def test_a_start_that_cannot_be_integrated_raises_its_error(recwarn):
+    # nothing was evaluated before the failure: there is no best point to end at, so the
+    # solver's own error must surface (no warning that the fit "goes on")
+    p = torch.nn.Parameter(torch.tensor([4.0], dtype=torch.float64))
+    with pytest.raises(StepSizeTooSmallError, match="p=4"):
+        _train(_Wall(p, wall=2.5), p).run(_cursor())
+    assert not [w for w in recwarn if issubclass(w.category, LbfgsTrialWarning)]
+
+
 def _cursor() -> Cursor:
     return Cursor(phase=0, step=0)
