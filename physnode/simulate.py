@@ -29,7 +29,7 @@ from physnode.data import InitialConditions, Trajectory, add_noise, read_initial
 from physnode.errors import InvalidInputError
 from physnode.solver import solve
 from physnode.solver.options import SolverOptions
-from physnode.solver.symplectic import SYMPLECTIC_METHODS, integrate_symplectic
+from physnode.solver.symplectic import SYMPLECTIC_METHODS, integrate_symplectic, steps_over
 from physnode.solver.tableaus import RK_METHODS
 from physnode.systems import SYSTEMS, RunOptions, RunSetup, System, SystemInfo, system_info
 
@@ -374,12 +374,9 @@ def _integrate(
             t = torch.as_tensor(times[a : b + 1], dtype=torch.float64, device=y0.device)
             if symplectic:
                 ys = integrate_symplectic(module, y, t, step_size, method)
-                steps = sum(
-                    max(1, math.ceil((times[i + 1] - times[i]) / step_size - 1e-9))
-                    for i in range(a, b)
-                )
-                n_acc += steps
-                nfe += steps * len(SYMPLECTIC_METHODS[method])
+                n_fixed = sum(steps_over(times[i + 1] - times[i], step_size) for i in range(a, b))
+                n_acc += n_fixed
+                nfe += n_fixed * len(SYMPLECTIC_METHODS[method])
             else:
                 sol = solve(module, y, t, rtol=rtol, atol=atol, method=method, options=options)
                 ys = sol.ys

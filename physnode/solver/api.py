@@ -19,8 +19,8 @@ from physnode.errors import (
     InvalidTimeGridError,
     NonFiniteError,
 )
-from physnode.solver.gradients import GRAD_METHODS, get_gradient
-from physnode.solver.gradients.aca_per_sample import PerSampleProblem, aca_per_sample
+from physnode.solver.gradients import GRAD_METHODS, GradientMethod, get_gradient
+from physnode.solver.gradients.aca_per_sample import PerSampleProblem
 from physnode.solver.gradients.common import Problem
 from physnode.solver.gradients.forward import integrate_sensitivities
 from physnode.solver.hidden import hidden_leaves, refuse_hidden
@@ -75,7 +75,7 @@ def solve(
     with ``options={"steps": "per-sample"}``, each member's status)."""
     gradient = get_gradient(grad)
     if isinstance(options, dict) and options.get("steps") == "per-sample":
-        return _solve_per_sample(func, y0, t, rtol, atol, method, grad, params, options)
+        return _solve_per_sample(func, y0, t, rtol, atol, method, gradient, params, options)
     problem, y0, t_tensor = _problem(func, y0, t, rtol, atol, method, grad, options)
     diff = [p for p in _collect_params(func, params, y0) if p.requires_grad]
     needs = _needs_grad(y0, t_tensor, diff)
@@ -113,10 +113,14 @@ def _check_settings(
     return rtol, atol, tab, opts
 
 
-def _solve_per_sample(func, y0, t, rtol, atol, method, grad, params, options) -> Solution:
+def _solve_per_sample(
+    func, y0, t, rtol, atol, method: str, gradient: GradientMethod, params, options: dict
+) -> Solution:
     """:func:`solve` with each row of a ``(B, D)`` batch on its own steps (see
-    :mod:`physnode.solver.per_sample`); differentiable with ``grad="aca"`` (the per-member
-    replay, :mod:`physnode.solver.gradients.aca_per_sample`) or ``"backprop"``."""
+    :mod:`physnode.solver.per_sample`); differentiable by the gradient methods that implement
+    :meth:`~physnode.solver.gradients.base.GradientMethod.apply_per_sample`
+    (:data:`PER_SAMPLE_GRADS`)."""
+    grad = gradient.name
     y0 = _check_state(y0)
     if y0.ndim != 2:
         raise InvalidInputError(
@@ -135,53 +139,65 @@ def _solve_per_sample(func, y0, t, rtol, atol, method, grad, params, options) ->
         with torch.no_grad():
             ys, status = integrate_per_sample(rhs, tab, t_grid, y0, rtol, atol, opts, stats)
         return Solution(ys, stats, status)
-    if grad not in PER_SAMPLE_GRADS or t_tensor.requires_grad:
+    if not gradient.per_sample or t_tensor.requires_grad:
         raise InvalidInputError(
             f"per-sample steps differentiate with grad in {list(PER_SAMPLE_GRADS)} (each "
             f"member's accepted steps), not with respect to t; got grad={grad!r}"
             f"{' and t requiring grad' if t_tensor.requires_grad else ''}. Choose one of "
             "those, solve under torch.no_grad(), or use options['steps']='shared'"
         )
-    if grad == "backprop":  # autograd through the loop, closures included
-        ys, status = integrate_per_sample(rhs, tab, t_grid, y0, rtol, atol, opts, stats)
-        return Solution(ys, stats, status)
-    if hidden:
+    if hidden and not gradient.follows_closures(t_tensor):
         refuse_hidden(hidden, grad)
     problem = PerSampleProblem(func, tab, t_grid, rtol, atol, opts, stats)
-    ys = aca_per_sample(problem, t_tensor, y0, diff)
+    ys = gradient.apply_per_sample(problem, t_tensor, y0, diff)
     return Solution(ys, stats, problem.status)
 
 
-#: the gradient methods per-sample steps support
-PER_SAMPLE_GRADS = ("aca", "backprop")
+#: the gradient methods per-sample steps support (those whose class sets ``per_sample``)
+PER_SAMPLE_GRADS = tuple(name for name in GRAD_METHODS if get_gradient(name).per_sample)
 
 
 def _check_sample_times(t, y0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample output times: ``(T,)`` shared by every member or ``(B, T)`` one row each,
-    every row strictly monotone in the same direction. Returns ``t`` as given (a tensor)
-    and the ``(B, T)`` float64 grid on ``y0``'s device."""
-    t_tensor = t if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=torch.float64)
+    every row finite and strictly monotone, all in the same direction (checked on the whole
+    grid at once). Returns ``t`` as a tensor and the ``(B, T)`` float64 grid on ``y0``'s
+    device."""
+    t_tensor = _as_times(t, "per-sample t must be (T,) or (B, T) times, every row as long")
     if t_tensor.ndim == 1:
         t_tensor, _ = _check_times(t_tensor)
         grid = t_tensor.detach().to(y0.device, torch.float64)
         return t_tensor, grid.unsqueeze(0).expand(y0.shape[0], -1)
-    if t_tensor.ndim != 2 or t_tensor.shape[0] != y0.shape[0]:
+    if t_tensor.ndim != 2 or t_tensor.shape[0] != y0.shape[0] or t_tensor.shape[1] < 2:
         raise InvalidTimeGridError(
-            f"per-sample t must be (T,) or (B, T) with B = {y0.shape[0]} members, got shape "
-            f"{tuple(t_tensor.shape)}"
+            f"per-sample t must be (T,) or (B, T) with B = {y0.shape[0]} members and T >= 2, "
+            f"got shape {tuple(t_tensor.shape)}"
         )
-    for i, row in enumerate(t_tensor):
-        try:
-            _check_times(row)
-        except InvalidTimeGridError as exc:
-            raise InvalidTimeGridError(f"member {i}'s times: {exc}") from exc
     grid = t_tensor.detach().to(y0.device, torch.float64)
-    steps = torch.sign(grid[:, 1:] - grid[:, :-1])
-    if not bool((steps == steps[0, 0]).all()):
+    steps = grid.diff(dim=1)
+    bad = ~torch.isfinite(grid).all(1) | ~((steps > 0).all(1) | (steps < 0).all(1))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise InvalidTimeGridError(
+            f"member {i}'s times must be finite and strictly increasing or strictly "
+            f"decreasing, got {grid[i].tolist()}"
+        )
+    if not bool(((steps[:, 0] > 0) == (steps[0, 0] > 0)).all()):
         raise InvalidTimeGridError(
             "per-sample t: every member's times must run in the same direction"
         )
     return t_tensor, grid
+
+
+def _as_times(t, what: str) -> torch.Tensor:
+    """``t`` as a real tensor (integers become float64); ``what`` says what was expected."""
+    if not isinstance(t, torch.Tensor):
+        try:
+            t = torch.as_tensor(t, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InvalidTimeGridError(f"{what}: {exc}") from exc
+    if t.is_complex() or t.dtype == torch.bool:
+        raise InvalidTimeGridError(f"{what}: got a tensor of dtype {t.dtype}")
+    return t if t.is_floating_point() else t.to(torch.float64)
 
 
 def _hidden(
@@ -355,15 +371,7 @@ def _check_finite(y0: torch.Tensor) -> None:
 
 
 def _check_times(t) -> tuple[torch.Tensor, list[float]]:
-    if isinstance(t, torch.Tensor):
-        t_tensor = t
-    else:
-        try:
-            t_tensor = torch.as_tensor(t, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise InvalidTimeGridError(f"t must be a 1-D sequence of times: {exc}") from exc
-    if not t_tensor.is_floating_point():
-        t_tensor = t_tensor.to(torch.float64)
+    t_tensor = _as_times(t, "t must be a 1-D sequence of times")
     if t_tensor.ndim != 1 or t_tensor.numel() < 2:
         raise InvalidTimeGridError(
             f"t must be 1-D with at least 2 times, got shape {tuple(t_tensor.shape)}"

@@ -125,6 +125,9 @@ class SolverOptions:
         "icoeff", "sensitivity_control", "steps", "sample_failure",
     )  # fmt: skip
     FIXED_STEP_ONLY: ClassVar[tuple[str, ...]] = ("step_size",)
+    #: options of the shared-step loop that per-sample steps do not act on (the per-sample ACA
+    #: replays each loop iteration's accepted members in turn: there is no replay to choose)
+    SHARED_STEPS_ONLY: ClassVar[tuple[str, ...]] = ("replay", "replay_memory")
     GRAD_ONLY: ClassVar[dict[str, str]] = {
         "adjoint_rtol": "adjoint",
         "adjoint_atol": "adjoint",
@@ -153,7 +156,14 @@ class SolverOptions:
                 raise InvalidInputError(
                     f"options[{key!r}] applies to grad={owner!r} only, not grad={grad!r}"
                 )
-        if "sample_failure" in given and (options or {}).get("steps") != "per-sample":
+        per_sample = (options or {}).get("steps") == "per-sample"
+        shared_only = sorted(given & set(SolverOptions.SHARED_STEPS_ONLY)) if per_sample else []
+        if shared_only:
+            raise InvalidInputError(
+                f"options {shared_only} apply to options['steps']='shared' only: per-sample "
+                "ACA replays each iteration's accepted members in turn; drop them"
+            )
+        if "sample_failure" in given and not per_sample:
             raise InvalidInputError(
                 "options['sample_failure'] applies to options['steps']='per-sample' only (a "
                 "shared-step solve fails as a whole)"

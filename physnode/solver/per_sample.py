@@ -132,7 +132,8 @@ def integrate_per_sample(
         ``(ys, status)``: ``ys`` ``(T, B, D)``, NaN where a failed member did not reach an
         output; ``status`` ``(B,)`` int64 codes of :data:`STATUS`. With
         ``options.sample_failure == "raise"`` the first failure's
-        :class:`~physnode.errors.SolverError` is raised instead (which member, what, where);
+        :class:`~physnode.errors.SolverError` is raised as it happens (which member, what,
+        where), without integrating the others further;
         else one :class:`SampleFailureWarning` names how many failed.
     """
     if not tab.adaptive:
@@ -150,40 +151,55 @@ def integrate_per_sample(
 
 def check_row_wise(rhs: RHS, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor) -> None:
     """Refuse a ``func`` whose rows are not independent: per-sample steps evaluate it on
-    subsets of the batch. One evaluation of the first row alone, compared with ``f0`` (the
-    whole batch's) within rounding (1000 epsilons of the row's largest derivative: a
-    different batch size may change BLAS's summation order, coupling changes far more).
+    subsets of the batch. The first and the last row are each evaluated alone (two
+    evaluations; a field that reads a reference row, a batch statistic or a neighbour changes
+    at least one of them) and compared with ``f0`` (the whole batch's) within rounding (1000
+    epsilons of the row's largest derivative: a different batch size may change BLAS's
+    summation order, coupling changes far more).
+
+    Args:
+        t0: ``(B, 1)`` start times in the state's dtype; ``y0``, ``f0``: ``(B, D)``.
 
     Raises:
         InvalidInputError: ``func`` fails on one row or gives that row a different value.
     """
     if y0.shape[0] < 2:
         return
-    try:
-        with torch.no_grad():
-            one = rhs(t0[:1], y0[:1].detach())
-    except (RuntimeError, ValueError, IndexError, InvalidInputError) as exc:
-        raise InvalidInputError(
-            "steps='per-sample' evaluates func on the members still running (a subset of the "
-            f"batch's rows), but func failed on one row: {exc}. Make func treat rows "
-            "independently, or use steps='shared'"
-        ) from exc
-    first = f0[0].detach()
-    size = float(first.nan_to_num(0.0, 0.0, 0.0).abs().max().clamp_min(1e-300))
-    tol = 1000 * torch.finfo(y0.dtype).eps * size
-    same = ((one[0] - first).abs() <= tol) | (one[0].isnan() & first.isnan()) | (one[0] == first)
-    if not bool(same.all()):
-        raise InvalidInputError(
-            "func couples the rows of the batch (the first row's derivative changes when it "
-            "is evaluated alone): per-sample steps need each member's derivative to depend on "
-            "that member only; use steps='shared'"
-        )
+    for row in (0, y0.shape[0] - 1):
+        try:
+            with torch.no_grad():
+                alone = rhs(t0[row : row + 1], y0[row : row + 1].detach())[0]
+        except (RuntimeError, ValueError, IndexError, InvalidInputError) as exc:
+            raise InvalidInputError(
+                "steps='per-sample' evaluates func on the members still running (a subset of "
+                f"the batch's rows), but func failed on one row: {exc}. Make func treat rows "
+                "independently, or use steps='shared'"
+            ) from exc
+        if not _same_within_rounding(alone, f0[row].detach()):
+            raise InvalidInputError(
+                f"func couples the rows of the batch (row {row}'s derivative changes when it "
+                "is evaluated alone): per-sample steps need each member's derivative to depend "
+                "on that member only; use steps='shared'"
+            )
+
+
+def _same_within_rounding(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` equals ``b`` to 1000 epsilons of ``b``'s largest entry (NaN = NaN)."""
+    size = float(b.nan_to_num(0.0, 0.0, 0.0).abs().max().clamp_min(1e-300))
+    tol = 1000 * torch.finfo(b.dtype).eps * size
+    return bool((((a - b).abs() <= tol) | (a.isnan() & b.isnan()) | (a == b)).all())
 
 
 class _Run:
     """One per-sample integration: the fixed settings and the outputs being filled."""
 
-    def __init__(self, rhs, tab, t_grid, rtol, atol, options, stats, ys, status, record) -> None:
+    def __init__(
+        self, rhs: RHS, tab: ButcherTableau, t_grid: torch.Tensor, rtol: float, atol: float,
+        options: SolverOptions, stats: SolverStats, ys: torch.Tensor, status: torch.Tensor,
+        record: StepRecord | None,
+    ) -> None:  # fmt: skip
+        """Arguments as :func:`integrate_per_sample`; ``ys`` ``(T, B, D)`` and ``status``
+        ``(B,)`` are filled in place."""
         self.rhs, self.tab, self.t_grid, self.record = rhs, tab, t_grid, record
         self.rtol, self.atol, self.options, self.stats = rtol, atol, options, stats
         self.ys, self.status = ys, status
@@ -273,7 +289,9 @@ class _Run:
         factor = self._factor(rows, ratio, accept, finite)
         return self._advance(rows, accept, finite, t_new, y1, ks, factor, ratio)
 
-    def _restage(self, rows: _Rows, finite: torch.Tensor, y1, ks):
+    def _restage(
+        self, rows: _Rows, finite: torch.Tensor, y1: torch.Tensor, ks: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Under autograd (``grad="backprop"``): the step rebuilt on the rows whose trial was
         finite only, the others' values detached. A non-finite trial's stages would send
         ``0 · inf = NaN`` through ``func``'s backward into every member's parameter gradient,
@@ -334,9 +352,12 @@ class _Run:
         ratio = torch.where(denom > 0, s5 / denom.clamp_min(1e-300).sqrt(), torch.zeros_like(s5))
         return torch.where(torch.isfinite(s5) & torch.isfinite(s3), ratio, math.nan)
 
-    def _factor(self, rows, ratio, accept, finite) -> torch.Tensor:
-        """The controller's step-size factor per row, by the formula of
-        :class:`~physnode.solver.controller.StepSizeController`; 0.25 where not finite."""
+    def _factor(
+        self, rows: _Rows, ratio: torch.Tensor, accept: torch.Tensor, finite: torch.Tensor
+    ) -> torch.Tensor:
+        """The controller's step-size factor per row ``(b,)`` (all arguments ``(b,)``), by
+        the formula of :class:`~physnode.solver.controller.StepSizeController`; 0.25 where not
+        finite."""
         opts = self.options
         hi = torch.where(accept & ~rows.after_reject, torch.full_like(ratio, opts.ifactor), 1.0)
         fac = opts.safety * ratio.clamp_min(1e-300) ** (-self.exponents[0])
@@ -347,8 +368,12 @@ class _Run:
         return torch.where(finite, fac, 0.25)
 
     # -- outputs -------------------------------------------------------------------------------
-    def _emit(self, rows, accept, t_new, y1, ks) -> None:
-        """Write every output time each accepted row's step reaches: ``y1`` where the step
+    def _emit(
+        self, rows: _Rows, accept: torch.Tensor, t_new: torch.Tensor, y1: torch.Tensor,
+        ks: list[torch.Tensor],
+    ) -> None:  # fmt: skip
+        """Write every output time each accepted row's step (``t_new`` ``(b,)``, ends ``y1``
+        ``(b, D)``) reaches: ``y1`` where the step
         ends on it, else the dense output; the extra stages (DOP853) are evaluated at most
         once per step, on the rows that reach an output only."""
         last = self.t_grid.shape[1] - 1
@@ -390,7 +415,10 @@ class _Run:
         rows.k_next = k_next if every else rows.k_next.index_copy(0, at, k_next)
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def _advance(self, rows, accept, finite, t_new, y1, ks, factor, ratio) -> _Rows:
+    def _advance(
+        self, rows: _Rows, accept: torch.Tensor, finite: torch.Tensor, t_new: torch.Tensor,
+        y1: torch.Tensor, ks: list[torch.Tensor], factor: torch.Tensor, ratio: torch.Tensor,
+    ) -> _Rows:  # fmt: skip
         """Move accepted rows to their step's end, scale every step, drop finished rows."""
         acc_col = accept.unsqueeze(-1)
         rows.y = torch.where(acc_col, y1, rows.y)
@@ -419,18 +447,19 @@ class _Run:
         at = mask.nonzero().squeeze(-1)
         members = rows.index[at]
         self.status[members] = code[at]
-        failed = zip(members.tolist(), code[at].tolist(), rows.t[at].tolist(), strict=True)
+        failed = list(zip(members.tolist(), code[at].tolist(), rows.t[at].tolist(), strict=True))
         self.failures.extend(failed)
+        if self.options.sample_failure == "raise":  # at once: the others' work would be lost
+            raise _failure_error(min(failed), self.options, len(self.failures), self.ys.shape[1])
         return rows.keep(~mask)
 
     def report(self) -> None:
-        """Raise the first failure (``sample_failure="raise"``) or warn once about all."""
+        """Warn once about every failed member (``sample_failure="raise"`` raised at the first
+        failure already)."""
         if not self.failures:
             return
         first = min(self.failures)
         error = _failure_error(first, self.options, len(self.failures), self.ys.shape[1])
-        if self.options.sample_failure == "raise":
-            raise error
         warnings.warn(
             f"{error} The other members completed; Solution.status says which failed (their "
             "ys are NaN from the first output time they did not reach).",
@@ -449,7 +478,7 @@ def row_stages(
     """The stages of one step of every row, each with its own ``t``, ``h`` ``(b,)`` float64
     from ``y`` ``(b, D)`` with ``f0 = f(t, y)``; ``f(t, y)`` evaluates rows at their times.
     Returns ``(y_next, ks)``."""
-    hcol = h.to(y.dtype).unsqueeze(-1)
+    hcol = h.unsqueeze(-1)
     ks = [f0]
     y_next = None
     for i in range(1, tab.n_stages):
@@ -467,7 +496,7 @@ def row_extra_stages(
     ks: list[torch.Tensor],
 ) -> list[torch.Tensor]:  # fmt: skip
     """``ks`` with the dense output's extra stages (DOP853) of every row appended."""
-    hcol = h.to(y.dtype).unsqueeze(-1)
+    hcol = h.unsqueeze(-1)
     ks = list(ks)
     for c, a in zip(tab.extra_c, tab.extra_a, strict=True):
         ks.append(f(t + c * h, _combine(y, hcol, a, ks)))
@@ -479,11 +508,11 @@ def row_dense(
     theta: torch.Tensor,
 ) -> torch.Tensor:  # fmt: skip
     """Each row's dense output at its own ``θ`` ``(b,)`` inside its step, ``(b, D)``."""
-    hcol = h.to(y.dtype).unsqueeze(-1)
-    weights = tab.dense_weights(theta.unsqueeze(-1)).to(y.dtype)  # (b, S')
+    # h · b_j(θ) in float64, then rounded once to the state's dtype (as the shared loop does)
+    weights = (h.unsqueeze(-1) * tab.dense_weights(theta.unsqueeze(-1))).to(y.dtype)  # (b, S')
     out = y
     for j, kj in enumerate(ks):
-        out = torch.addcmul(out, hcol * weights[:, j : j + 1], kj)
+        out = torch.addcmul(out, weights[:, j : j + 1], kj)
     return out
 
 
@@ -522,15 +551,20 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 def _combine(
     y: torch.Tensor | None, hcol: torch.Tensor | float, coeffs, ks: list[torch.Tensor]
 ) -> torch.Tensor:
-    """``y + h · Σ_j coeffs[j] · ks[j]`` with each row's own ``h`` (``hcol`` ``(b, 1)``), or
-    ``Σ_j coeffs[j] · ks[j]`` when ``y`` is ``None`` (``hcol`` then 1.0)."""
+    """``y + h · Σ_j coeffs[j] · ks[j]`` with each row's own ``h`` (``hcol`` ``(b, 1)``
+    float64), or ``Σ_j coeffs[j] · ks[j]`` when ``y`` is ``None`` (``hcol`` then 1.0). For a
+    float32 state ``coeffs[j] · h`` is formed in float64 and rounded once, as the shared loop
+    does, rather than rounding ``h`` first."""
     out = y
     for c, k in zip(coeffs, ks, strict=False):
         if c == 0.0:
             continue
-        if isinstance(hcol, torch.Tensor):
+        if not isinstance(hcol, torch.Tensor):
+            out = out.add(k, alpha=float(c) * hcol) if out is not None else k * (float(c) * hcol)
+        elif k.dtype == torch.float64:
             out = torch.addcmul(out, hcol, k, value=float(c)) if out is not None else hcol * c * k
         else:
-            out = out.add(k, alpha=float(c) * hcol) if out is not None else k * (float(c) * hcol)
+            w = (hcol * float(c)).to(k.dtype)
+            out = torch.addcmul(out, w, k) if out is not None else w * k
     assert out is not None  # internal invariant: every tableau row has a nonzero weight
     return out

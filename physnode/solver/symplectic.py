@@ -90,6 +90,12 @@ def integrate_symplectic(
     return torch.stack(out)
 
 
+def steps_over(span: float, h: float) -> int:
+    """How many fixed steps of at most ``h`` cover ``span`` (time units, signed), the last
+    shortened to land on its end; a remainder under 1e-9 steps is rounding, not a step."""
+    return max(1, math.ceil(abs(span) / h - 1e-9))
+
+
 def _cover_interval(
     acceleration: Callable[[Tensor, Tensor, Tensor], Tensor],
     q: Tensor,
@@ -103,7 +109,7 @@ def _cover_interval(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Steps of ``h`` from ``t[interval]`` over ``span`` (signed), the last one shortened to
     land on ``t[interval + 1]``; returns ``(q, v, acc)`` there."""
-    n_steps = max(1, math.ceil(abs(span) / h - 1e-9))
+    n_steps = steps_over(span, h)
     direction = math.copysign(h, span)
     for k in range(n_steps):
         start = k * direction

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from physnode.solver.gradients.aca_per_sample import aca_per_sample
 from physnode.solver.gradients.base import GradientMethod, register_gradient
 from physnode.solver.gradients.common import (
     Problem,
@@ -35,8 +36,14 @@ class ACA(GradientMethod):
     """Adaptive checkpoint adjoint: the exact gradient of the accepted steps, replayed from one
     stored state per step. Fills ``n_checkpoints`` and ``nfe_backward``."""
 
+    per_sample = True
+
     def apply(self, problem, t, y0, params):
         return ACAFunction.apply(problem, t, y0, *params)
+
+    def apply_per_sample(self, problem, t, y0, params):
+        """Each member's accepted steps replayed (:mod:`.aca_per_sample`)."""
+        return aca_per_sample(problem, t, y0, params)
 
 
 class ACAFunction(torch.autograd.Function):

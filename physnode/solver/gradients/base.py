@@ -23,6 +23,7 @@ import torch
 from physnode.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from physnode.solver.gradients.aca_per_sample import PerSampleProblem
     from physnode.solver.gradients.common import Problem
 
 __all__ = ["GradientMethod", "get_gradient", "gradient_names", "register_gradient"]
@@ -77,6 +78,27 @@ class GradientMethod(abc.ABC):
         ``n_checkpoints`` (the states it keeps for the backward pass) and
         ``n_steps_backward`` (step attempts of a backward solve, if it integrates backwards).
         """
+
+    #: whether :meth:`apply_per_sample` is implemented (``options={"steps": "per-sample"}``)
+    per_sample: ClassVar[bool] = False
+
+    def apply_per_sample(
+        self,
+        problem: PerSampleProblem,
+        t: torch.Tensor,
+        y0: torch.Tensor,
+        params: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        """A per-sample solve that autograd can differentiate (only where :attr:`per_sample`).
+
+        Args as :meth:`apply`, but ``y0`` is ``(B, D)`` and ``problem`` a
+        :class:`~physnode.solver.gradients.aca_per_sample.PerSampleProblem`; ``t`` needs no
+        gradient (refused by :func:`~physnode.solver.solve`).
+
+        Returns:
+            ``ys`` ``(T, B, D)``; sets ``problem.status`` (each member's status code).
+        """
+        raise NotImplementedError(f"grad={self.name!r} has no per-sample solve")
 
     def follows_closures(self, t: torch.Tensor) -> bool:
         """Whether tensors ``func`` reads from closures or globals (not in ``params``) get
