@@ -53,6 +53,7 @@ from physnode.errors import InvalidInputError, PhysnodeError
 from physnode.fit import Fitter, many
 from physnode.fit.fitter import element_labels
 from physnode.fit.many import FileResult, Job, Prior, Status
+from physnode.models import AUTO_PARTICLE_KINDS
 
 console = Console(highlight=False)
 
@@ -103,7 +104,8 @@ CorrectionOpt = Annotated[
     Correction,
     typer.Option(
         help="Hybrid model's correction: per-body field, pair term, their conservative "
-        "variants, or a full-state MLP; auto: field for particle data, else mlp."
+        "variants, or a full-state MLP; auto: on particle data fit each of "
+        f"{', '.join(AUTO_PARTICLE_KINDS)} and keep the better (twice the time), else mlp."
     ),
 ]
 RefitSymbolic = Annotated[
@@ -326,11 +328,24 @@ def _result_table(fitter: Any, data: Trajectory, out: Path, title: str) -> Table
     table.add_row(
         "extrapolation RMSE", "n/a (no data beyond)" if extrap is None else f"{extrap:.3e}", "", ""
     )
+    _add_candidates(table, getattr(fitter, "candidates_", None))
     _add_ensemble(table, getattr(fitter, "ensemble_", None))
     _add_discovered(table, getattr(fitter, "discovered_", None), getattr(fitter, "refit_", None))
     table.add_row("wall time", f"{fitter.wall_time_:.2f} s", "", "")
     table.add_row("output", str(out), "", "")
     return table
+
+
+def _add_candidates(table: Table, candidates: Any) -> None:
+    """A row for ``correction="auto"``: the kind chosen, by which RMSE, and every member's."""
+    if candidates is None:
+        return
+    rmse = candidates.validation_rmse if candidates.score == "validation" else candidates.train_rmse
+    each = ", ".join(
+        f"{kind} {x:.2e}" for kind, x in zip(candidates.corrections, rmse, strict=True)
+    )
+    chosen = candidates.corrections[candidates.best]
+    table.add_row("correction", Text(f"{chosen} (lowest {candidates.score} RMSE: {each})"), "", "")
 
 
 def _add_ensemble(table: Table, ensemble: Any) -> None:

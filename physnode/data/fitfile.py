@@ -27,6 +27,9 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
         ensemble                 +best: an ensemble fit's members (ensemble > 1 only)
             seeds (K,)  train_rmse (K,)  validation_rmse (K,)  extrapolation_rmse (K,)
             spread (T, D)  params/<name> (K, *shape)
+        candidates               +best, +score: the kinds correction="auto" tried
+            corrections (M,)  seeds (M,)  train_rmse (M,)  validation_rmse (M,)
+            extrapolation_rmse (M,)
         state/<k1>/<k2>/...      the resumable state; flat key "a/b/c" -> nested path
         observed/time (T,), position (T, N, D), velocity, mass (N,), state (T, S)
 
@@ -114,6 +117,10 @@ class FitRecord:
         ensemble: an ensemble fit's ``best``, ``seeds``, ``train_rmse``,
             ``validation_rmse``, ``extrapolation_rmse`` (each ``(K,)``), ``spread``
             ``(T, D)`` and ``params`` (``{name: (K, *shape)}``); ``None`` otherwise.
+        candidates: the members ``correction="auto"`` fitted to choose the kind:
+            ``corrections`` (list of str), ``seeds``, ``train_rmse``, ``validation_rmse``,
+            ``extrapolation_rmse`` (each ``(M,)``), ``best``, ``score`` (``"validation"`` or
+            ``"train"``: which RMSE chose); ``None`` for other fits.
     """
 
     prediction: Trajectory
@@ -137,6 +144,7 @@ class FitRecord:
     validation_rmse: float | None = None
     fit_until: float | None = None
     ensemble: dict[str, Any] | None = None
+    candidates: dict[str, Any] | None = None
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -222,6 +230,7 @@ def _write_fit_group(
     _write_observed(g.create_group("observed"), observed)
     _write_discovered(g, getattr(fitter, "discovered_", None), getattr(fitter, "refit_", None))
     _write_ensemble(g, getattr(fitter, "ensemble_", None))
+    _write_candidates(g, getattr(fitter, "candidates_", None))
 
 
 _ENSEMBLE_ARRAYS = ("seeds", "train_rmse", "validation_rmse", "extrapolation_rmse", "spread")
@@ -246,6 +255,31 @@ def _read_ensemble(e: Any) -> dict[str, Any] | None:
     out: dict[str, Any] = {name: e[name][()] for name in _ENSEMBLE_ARRAYS}
     out["best"] = int(e.attrs["best"])
     out["params"] = _read_arrays(e.get("params"))
+    return out
+
+
+_CANDIDATE_ARRAYS = ("seeds", "train_rmse", "validation_rmse", "extrapolation_rmse")
+
+
+def _write_candidates(g: h5py.Group, candidates: Any) -> None:
+    """``/fit/candidates``, when ``correction="auto"`` chose among kinds."""
+    if candidates is None:
+        return
+    c = g.create_group("candidates", track_order=True)
+    c.attrs["best"] = np.int64(candidates.best)
+    c.attrs["score"] = str(candidates.score)
+    c.create_dataset("corrections", data=hdf5.string_array(list(candidates.corrections)))
+    for name in _CANDIDATE_ARRAYS:
+        c.create_dataset(name, data=np.asarray(getattr(candidates, name)))
+
+
+def _read_candidates(c: Any) -> dict[str, Any] | None:
+    if not isinstance(c, h5py.Group):
+        return None
+    out: dict[str, Any] = {name: c[name][()] for name in _CANDIDATE_ARRAYS}
+    out["corrections"] = hdf5.strings(c["corrections"][()])
+    out["best"] = int(c.attrs["best"])
+    out["score"] = str(hdf5.python_value(c.attrs["score"]))
     return out
 
 
@@ -493,6 +527,7 @@ def _read_record_fields(g: h5py.Group, path: Path) -> dict[str, Any]:
         validation_rmse=None if math.isnan(valid) else valid,
         fit_until=float(g.attrs.get("fit_until", g.attrs["train_until"])),
         ensemble=_read_ensemble(g.get("ensemble")),
+        candidates=_read_candidates(g.get("candidates")),
     )
 
 

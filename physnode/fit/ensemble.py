@@ -1,14 +1,18 @@
-"""Ensembles of seeds: ``K`` fits of one model from network seeds ``seed .. seed + K - 1``.
+"""Fits of several members: ensembles of seeds and the choice of the correction's kind.
 
-The reported model is the member with the lowest validation RMSE (the training RMSE without a
-validation window): one model, so its prediction, network, discovered law and symbolic refit
-belong together (the mean of ``K`` trajectories of a chaotic system is no trajectory of any
-model). The members' spread, the standard deviation over members of the predicted state at
-every data time, is the extrapolation uncertainty; the physical parameters' σ combine the
-chosen member's σ with the members' standard deviation in quadrature (under hidden physics
-the networks absorb different parts of it, and the masses move with them).
+A member is one fit of the model from a :class:`Variant`: its network seed and its kind of
+correction. ``ensemble=K`` fits ``K`` members from seeds ``seed .. seed + K - 1``;
+``correction="auto"`` on particle data fits them for each kind of
+:data:`~physnode.models.AUTO_PARTICLE_KINDS`. The reported model is the member with the lowest
+validation RMSE (the training RMSE without a validation window): one model, so its
+prediction, network, discovered law and symbolic refit belong together (the mean of ``K``
+trajectories of a chaotic system is no trajectory of any model). The members of the reported
+member's kind form the ensemble: their spread, the standard deviation over members of the
+predicted state at every data time, is the extrapolation uncertainty; the physical parameters'
+σ combine the chosen member's σ with the members' standard deviation in quadrature (under
+hidden physics the networks absorb different parts of it, and the masses move with them).
 
-An interrupted ensemble keeps every member's resumable state under ``member/<k>/``: completed
+An interrupted fit keeps every member's resumable state under ``member/<k>/``: completed
 members resume at their end (only their deterministic finish runs again), the interrupted one
 where it stopped.
 """
@@ -23,7 +27,7 @@ import numpy as np
 
 from physnode.data import Trajectory
 
-__all__ = ["Ensemble", "fit_ensemble"]
+__all__ = ["Candidates", "Ensemble", "Variant", "fit_members"]
 
 #: what the reported fit copies from the chosen (or the interrupted) member
 RESULTS = (
@@ -32,6 +36,35 @@ RESULTS = (
     "interrupted_", "train_until_", "fit_until_", "correction_", "model_", "discovered_",
     "_prob", "_objective", "_start_from_data",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What makes one member: its network seed and its kind of correction (a name of
+    :data:`~physnode.models.CORRECTIONS`, or ``"auto"`` where there is one to choose from)."""
+
+    seed: int
+    correction: str
+
+
+@dataclass
+class Candidates:
+    """The members ``correction="auto"`` fitted to choose the kind, one entry each.
+
+    Attributes:
+        corrections: each member's kind ``(M,)``; ``seeds`` ``(M,)``.
+        best: index of the reported member.
+        score: which RMSE chose it: ``"validation"`` or ``"train"`` (no validation window).
+        train_rmse, validation_rmse, extrapolation_rmse: per member ``(M,)`` (NaN: none).
+    """
+
+    corrections: tuple[str, ...]
+    seeds: np.ndarray
+    best: int
+    score: str
+    train_rmse: np.ndarray
+    validation_rmse: np.ndarray
+    extrapolation_rmse: np.ndarray
 
 
 @dataclass
@@ -69,48 +102,77 @@ def _nan(x: float | None) -> float:
     return np.nan if x is None else float(x)
 
 
-def fit_ensemble(fitter, data: Trajectory, *, y0, progress, should_stop, resume) -> None:
-    """Fit ``fitter.ensemble`` members and set ``fitter``'s results from them (see the module
-    docstring); ``fitter.ensemble_`` is the :class:`Ensemble` (``None`` when interrupted)."""
-    k_total, members, states = fitter.ensemble, [], {}
-    for k in range(k_total):
+def fit_members(
+    fitter, data: Trajectory, variants: list[Variant], *, y0, progress, should_stop, resume
+) -> None:
+    """Fit one member per variant and set ``fitter``'s results from the chosen one (see the
+    module docstring): ``fitter.ensemble_`` (an :class:`Ensemble` when several members share
+    the chosen kind) and ``fitter.candidates_`` (a :class:`Candidates` when kinds were tried);
+    both ``None`` when interrupted."""
+    members, states = [], {}
+    for k, variant in enumerate(variants):
         member = copy.copy(fitter)
-        member.seed, member.ensemble, member.refit_symbolic = fitter.seed + k, 1, False
-        member.validation = fitter.validation_  # the ensemble's window, not a single fit's
+        member.seed, member.correction = variant.seed, variant.correction
+        member.ensemble, member.refit_symbolic = 1, False
+        member.validation = fitter.validation_  # the multi-fit's window, not a single fit's
         prefix = f"member/{k}/"
         own = {key[len(prefix) :]: v for key, v in (resume or {}).items() if key.startswith(prefix)}
-        member.fit(data, y0=y0, progress=_shifted(progress, k, k_total), should_stop=should_stop,
-                   resume=own or None)  # fmt: skip
+        member.fit(data, y0=y0, progress=_shifted(progress, k, len(variants)),
+                   should_stop=should_stop, resume=own or None)  # fmt: skip
         members.append(member)
         states.update({f"{prefix}{key}": v for key, v in member.state_.items()})
         if member.interrupted_:
             break
-    last = members[-1]
     fitter.state_ = states
-    if last.interrupted_:
-        _copy(last, fitter)
-        fitter.ensemble_ = None
+    fitter.ensemble_ = fitter.candidates_ = None
+    if members[-1].interrupted_:
+        _copy(members[-1], fitter)
         return
-    fitter.ensemble_ = _combine(fitter, members)
-    best = members[fitter.ensemble_.best]
-    _copy(best, fitter)
-    fitter.uncertainties_ = {
-        name: np.sqrt(np.asarray(best.uncertainties_[name]) ** 2
-                      + np.std(fitter.ensemble_.params[name], axis=0, ddof=1) ** 2)
-        for name in best.uncertainties_
-    }  # fmt: skip
+    scores, basis = _scores(members)
+    best = int(np.nanargmin(scores))
+    kinds = [m.correction_ or v.correction for m, v in zip(members, variants, strict=True)]
+    if len(set(kinds)) > 1:
+        fitter.candidates_ = Candidates(
+            tuple(kinds), np.array([v.seed for v in variants], dtype=np.int64), best, basis,
+            *(np.array(col) for col in _rmses(members)),
+        )  # fmt: skip
+    same = [m for m, kind in zip(members, kinds, strict=True) if kind == kinds[best]]
+    _copy(members[best], fitter)
+    if len(same) > 1:
+        fitter.ensemble_ = _combine(same)
+        fitter.uncertainties_ = {
+            name: np.sqrt(np.asarray(fitter.uncertainties_[name]) ** 2
+                          + np.std(fitter.ensemble_.params[name], axis=0, ddof=1) ** 2)
+            for name in fitter.uncertainties_
+        }  # fmt: skip
 
 
-def _combine(fitter, members: list) -> Ensemble:
-    valid = np.array([_nan(m.validation_rmse_) for m in members])
-    train = np.array([m.train_rmse_ for m in members])
-    score = valid if np.all(np.isfinite(valid)) else train
+def _rmses(members: list) -> tuple[list[float], list[float], list[float]]:
+    """Each member's training, validation and extrapolation RMSE (NaN: none)."""
+    return (
+        [m.train_rmse_ for m in members],
+        [_nan(m.validation_rmse_) for m in members],
+        [_nan(m.extrapolation_rmse_) for m in members],
+    )
+
+
+def _scores(members: list) -> tuple[np.ndarray, str]:
+    """What chooses among members, the lower the better: the validation RMSE where every
+    member has one, else the training RMSE; and which of the two it is."""
+    train, valid, _ = _rmses(members)
+    if np.all(np.isfinite(valid)):
+        return np.array(valid), "validation"
+    return np.array(train), "train"
+
+
+def _combine(members: list) -> Ensemble:
+    train, valid, extrap = (np.array(col) for col in _rmses(members))
     return Ensemble(
         seeds=np.array([m.seed for m in members], dtype=np.int64),
-        best=int(np.nanargmin(score)),
+        best=int(np.nanargmin(_scores(members)[0])),
         validation_rmse=valid,
         train_rmse=train,
-        extrapolation_rmse=np.array([_nan(m.extrapolation_rmse_) for m in members]),
+        extrapolation_rmse=extrap,
         params={n: np.stack([m.params_[n] for m in members]) for n in members[0].params_},
         spread=np.std(np.stack([_state(m.prediction_) for m in members]), axis=0, ddof=1),
     )

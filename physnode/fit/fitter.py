@@ -19,7 +19,7 @@ import torch
 from physnode.constraints import Constraint, Interval, Optional, Options
 from physnode.data import Trajectory
 from physnode.errors import InvalidInputError, SolverError
-from physnode.fit.ensemble import fit_ensemble
+from physnode.fit.ensemble import Variant, fit_members
 from physnode.fit.least_squares import least_squares_finish
 from physnode.fit.objective import Objective
 from physnode.fit.problem import MODELS, OBSERVE, FitProblem, build_problem
@@ -29,7 +29,7 @@ from physnode.fit.selection import VALIDATION_KEY, Selection
 from physnode.fit.shooting import Shooting
 from physnode.fit.state import fit_state, load_fit_state, load_module_state
 from physnode.fit.symbolic import refit_symbolic
-from physnode.models import AUTO, CORRECTION_KINDS
+from physnode.models import AUTO, AUTO_PARTICLE_KINDS, CORRECTION_KINDS
 from physnode.solver import ADAPTIVE_METHODS, GRAD_METHODS
 
 __all__ = ["MODELS", "SCHEDULES", "Fitter"]
@@ -78,7 +78,10 @@ class Fitter:
         correction: the hybrid model's kind of correction, one of
             :data:`physnode.models.CORRECTIONS` (``field``, ``pairwise``, their
             ``-conservative`` variants: particle data only; ``mlp``: any data) or ``"auto"``
-            (default: ``field`` for particle data, ``mlp`` otherwise; provisional, see
+            (default): on particle data, one fit for each kind of
+            :data:`physnode.models.AUTO_PARTICLE_KINDS` (``field``, ``pairwise``; twice the
+            time) and the one with the lowest validation RMSE (training RMSE without a
+            validation window) is reported (``candidates_``); ``mlp`` otherwise (see
             docs/FITTING.md "Corrections"). Other models refuse any but ``"auto"``.
         terms: for ``model="physics"`` on particle data: named terms of
             :func:`physnode.models.discovery.particle_library` added to the accelerations, each
@@ -98,8 +101,9 @@ class Fitter:
             network's correction and the law read from it, are best determined by all the
             data); 0: none.
         ensemble: for models with a network: ``K`` fits from seeds ``seed .. seed + K - 1``
-            (:mod:`physnode.fit.ensemble`); the member with the lowest validation RMSE is
-            reported, the members' spread is the extrapolation uncertainty (``ensemble_``).
+            (:mod:`physnode.fit.ensemble`; for each kind ``"auto"`` tries); the member with
+            the lowest validation RMSE is reported, the spread of the members of its kind is
+            the extrapolation uncertainty (``ensemble_``).
 
     After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ from the covariance of the
     least-squares finish, see :mod:`physnode.fit.least_squares`; ``inf`` where the data cannot
@@ -113,7 +117,9 @@ class Fitter:
     ``extrapolation_rmse_``, ``prediction_`` (a Trajectory at every data time),
     ``network_state_``, ``state_`` (resumable), ``interrupted_``, ``wall_time_``,
     ``train_until_``, ``settings_``, ``model_``, ``correction_`` (the kind the hybrid model
-    used, ``"auto"`` resolved; ``None`` for the other models), ``discovered_`` (the law the
+    used, ``"auto"`` resolved; ``None`` for the other models), ``candidates_`` (the kinds
+    ``"auto"`` tried and their RMSEs, a :class:`~physnode.fit.ensemble.Candidates`; else
+    ``None``), ``ensemble_``, ``discovered_`` (the law the
     hybrid's correction learned, a :class:`~physnode.models.discovery.Discovery` read along
     the fitted training window; ``None`` for the other models or an interrupted fit),
     ``refit_`` (with ``refit_symbolic``: a :class:`~physnode.fit.symbolic.SymbolicRefit`,
@@ -242,7 +248,7 @@ class Fitter:
             if self.init_masses is None
             else ",".join(str(float(m)) for m in np.atleast_1d(self.init_masses)),
             "observe": self.observe,
-            "correction": getattr(self, "correction_", None) or self.correction,
+            "correction": self._correction_setting(),
             "terms": ";".join(self.terms),
             "init_coefficients": None
             if self.init_coefficients is None
@@ -251,6 +257,15 @@ class Fitter:
             "validation": None if self.validation is None else float(self.validation),
             "ensemble": int(self.ensemble),
         }
+
+    def _correction_setting(self) -> str:
+        """The kind used (``"auto"`` resolved), or ``"auto"`` where the fit chose among kinds
+        (a resumed fit then tries them again from their states)."""
+        if getattr(self, "candidates_", None) is not None or (
+            self.correction == AUTO and "member/0/epoch" in (getattr(self, "state_", None) or {})
+        ):
+            return AUTO
+        return getattr(self, "correction_", None) or self.correction
 
     @property
     def validation_(self) -> float:
@@ -283,9 +298,11 @@ class Fitter:
         """
         self._check_settings()
         start_time = time.perf_counter()
-        self.ensemble_ = None
-        if self.ensemble > 1 or (resume is not None and "member/0/epoch" in resume):
-            return self._fit_ensemble(data, y0, progress, should_stop, resume, start_time)
+        self.ensemble_ = self.candidates_ = None
+        variants = self._variants(data)
+        if len(variants) > 1 or (resume is not None and "member/0/epoch" in resume):
+            return self._fit_members(data, variants, y0, progress, should_stop, resume,
+                                     start_time)  # fmt: skip
         torch.manual_seed(self.seed)
         prob = self._set_up(data, y0)
         self._start_from_data = y0 is None
@@ -321,15 +338,30 @@ class Fitter:
             self._refit(data)
         return self
 
-    def _fit_ensemble(self, data, y0, progress, should_stop, resume, start_time) -> Fitter:
-        """:func:`~physnode.fit.ensemble.fit_ensemble`, then the chosen member's refit."""
-        if resume is not None and (self.ensemble == 1) != ("member/0/epoch" not in resume):
+    def _variants(self, data: Trajectory) -> list[Variant]:
+        """The members to fit: ``ensemble`` seeds for each kind of correction to try (the
+        kinds of :data:`~physnode.models.AUTO_PARTICLE_KINDS` for a hybrid with
+        ``correction="auto"`` on particle data, else the one given)."""
+        choose = (
+            self.model == "hybrid"
+            and self.correction == AUTO
+            and getattr(data, "positions", None) is not None
+        )
+        kinds = AUTO_PARTICLE_KINDS if choose else (self.correction,)
+        return [Variant(self.seed + k, kind) for kind in kinds for k in range(self.ensemble)]
+
+    def _fit_members(
+        self, data, variants: list[Variant], y0, progress, should_stop, resume, start_time
+    ) -> Fitter:
+        """:func:`~physnode.fit.ensemble.fit_members`, then the chosen member's refit."""
+        if resume is not None and (len(variants) == 1) != ("member/0/epoch" not in resume):
+            several = "several members'" if len(variants) == 1 else "one fit's"
             raise InvalidInputError(
-                f"the state to resume is {'an' if self.ensemble == 1 else 'not an'} ensemble's; "
-                "resume with the settings it was fitted with (ensemble included)"
+                f"the state to resume is {several}; resume with the settings it was fitted "
+                "with (ensemble and correction included)"
             )
-        fit_ensemble(self, data, y0=y0, progress=progress, should_stop=should_stop,
-                     resume=resume)  # fmt: skip
+        fit_members(self, data, variants, y0=y0, progress=progress, should_stop=should_stop,
+                    resume=resume)  # fmt: skip
         self.wall_time_ = time.perf_counter() - start_time
         self.refit_ = None
         if self.refit_symbolic and self.discovered_ is not None and self._prob.particles:

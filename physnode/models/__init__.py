@@ -2,7 +2,13 @@
 
 from physnode.models.correction import MLPCorrection
 from physnode.models.hybrid import HybridModel, InitialState, NeuralODE
-from physnode.models.registry import AUTO, CORRECTION_KINDS, CORRECTIONS, resolve_correction
+from physnode.models.registry import (
+    AUTO,
+    AUTO_PARTICLE_KINDS,
+    CORRECTION_KINDS,
+    CORRECTIONS,
+    resolve_correction,
+)
 from physnode.models.structured import (
     CorrectionScales,
     FieldCorrection,
@@ -13,6 +19,7 @@ from physnode.models.structured import (
 
 __all__ = [
     "AUTO",
+    "AUTO_PARTICLE_KINDS",
     "CORRECTIONS",
     "CORRECTION_KINDS",
     "CorrectionScales",

@@ -20,7 +20,10 @@ data's origin); pair terms in ``r_ij = q_j - q_i`` and the masses ``m_j``:
 
 The library offered is the families the correction's kind can represent (a per-body field:
 uniform, position, velocity; its conservative variant: uniform, position; pair kinds: pair;
-the full-state MLP: all).
+the full-state MLP: all). Where a pair term equals a per-body term along the samples
+(:data:`SYNONYMS`: ``sum_j m_j r_ij = -M q`` while the centre of mass stays at the origin), it
+is read as the per-body term, so a harmonic field about the origin reads ``q`` whichever kind
+learned it.
 
 Other systems (correction = extra derivatives of some state components): one regression per
 corrected component onto the monomials of the state up to degree 2 (``1``, ``x``, ``x y``,
@@ -59,6 +62,15 @@ TOLERATED_LOSS = 0.01
 THRESHOLDS = np.geomspace(1e-3, 0.5, 40)
 #: STLSQ's refits per threshold (it settles in a few; this only bounds a cycle)
 MAX_SWEEPS = 20
+
+#: a pair term and the per-body term it equals along data whose centre of mass stays at the
+#: origin: ``Σ_j m_j r_ij = M (q_cm - q_i) = -M q_i``. A pair kind's readout names it by the
+#: per-body term there (the simpler reading of the same samples: a harmonic field about the
+#: origin), and keeps the pair term where the two differ.
+SYNONYMS = {"sum_j m_j r_ij": "q"}
+#: two columns are one term when ``1 - |cos|`` between them, along the samples, is below this
+#: (a centre of mass off the origin by ~0.1 % of the positions' size)
+PARALLEL = 1e-6
 
 #: ``f(q, v, m)``: positions and velocities ``(..., N, D)``, masses ``(N,)`` → ``(..., N, D)``
 ParticleTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -246,12 +258,33 @@ def discover_particles(
     qt, vt, mt = (torch.from_numpy(x) for x in (q, v, m))
     with torch.no_grad():
         columns = np.stack([f(qt, vt, mt).reshape(-1).numpy() for f in library.values()], 1)
+    names = _with_synonyms(list(library), columns, qt, vt, mt)
     target = np.asarray(correction, np.float64).reshape(-1)
     xi, explained, ceiling = _sparsest(columns, target)
     kept = np.flatnonzero(xi)
-    names = [list(library)[k] for k in kept]
+    names = [names[k] for k in kept]
     formula = "a_i += " + _sum(names, xi[kept]) if len(kept) else "a_i += 0 (no term explains it)"
     return Discovery(names, xi[kept].copy(), explained, ceiling, formula, [])
+
+
+def _with_synonyms(
+    names: list[str], columns: np.ndarray, q: Tensor, v: Tensor, m: Tensor
+) -> list[str]:
+    """``names``, with each term of :data:`SYNONYMS` renamed to its per-body equal where the
+    two columns are parallel along the samples (:data:`PARALLEL`); ``columns`` ``(R, K)`` is
+    rewritten in place with the per-body term's values, so its coefficient is that term's."""
+    per_body = particle_library(q.shape[-1], ("position", "velocity"))
+    out = list(names)
+    for k, name in enumerate(names):
+        other = SYNONYMS.get(name)
+        if other is None or other in names:
+            continue
+        with torch.no_grad():
+            col = per_body[other](q, v, m).reshape(-1).numpy()
+        norms = float(np.linalg.norm(col) * np.linalg.norm(columns[:, k]))
+        if norms > 0 and 1.0 - abs(float(col @ columns[:, k])) / norms < PARALLEL:
+            columns[:, k], out[k] = col, other
+    return out
 
 
 def discover_state(

@@ -24,7 +24,14 @@ from physnode.models.structured import (
 )
 from physnode.systems.base import System
 
-__all__ = ["AUTO", "CORRECTIONS", "CORRECTION_KINDS", "CorrectionKind", "resolve_correction"]
+__all__ = [
+    "AUTO",
+    "AUTO_PARTICLE_KINDS",
+    "CORRECTIONS",
+    "CORRECTION_KINDS",
+    "CorrectionKind",
+    "resolve_correction",
+]
 
 Builder = Callable[[System, CorrectionScales, int, int, torch.dtype], nn.Module]
 
@@ -119,9 +126,15 @@ _KINDS = (
 CORRECTIONS: dict[str, CorrectionKind] = {k.name: k for k in _KINDS}
 #: The names of the kinds.
 CORRECTION_KINDS: tuple[str, ...] = tuple(CORRECTIONS)
-#: ``correction="auto"``: ``field`` for particle systems, ``mlp`` otherwise (provisional,
-#: pending the hidden-physics benchmark of issue 9; docs/FITTING.md "Corrections").
+#: ``correction="auto"``: for particle data the fit tries each of :data:`AUTO_PARTICLE_KINDS`
+#: and keeps the one that fits best (docs/FITTING.md "Corrections"); ``mlp`` otherwise.
 AUTO = "auto"
+#: the kinds ``correction="auto"`` chooses among on particle data: the per-body field (drag,
+#: external fields) and the central pair term (modified gravity, fields about the centre of
+#: mass); each cannot represent what the other is for, so the better fit tells which is
+#: missing (benchmarks/RESULTS.md "Hybrid benchmark"). ``mlp`` is left out: it fits any
+#: training window and extrapolates worse than either (ibid.).
+AUTO_PARTICLE_KINDS: tuple[str, ...] = ("field", "pairwise")
 
 
 def is_particle_system(system: System) -> bool:
@@ -130,12 +143,13 @@ def is_particle_system(system: System) -> bool:
 
 
 def resolve_correction(kind: str, system: System) -> str:
-    """The kind ``kind`` means for ``system``: ``"auto"`` becomes ``"field"`` for particles and
-    ``"mlp"`` otherwise. Raises :class:`InvalidInputError` for an unknown kind or a particle
+    """The kind ``kind`` means for one model of ``system``: ``"auto"`` becomes ``"field"`` (the
+    first of :data:`AUTO_PARTICLE_KINDS`; the fitter tries each) for particles and ``"mlp"``
+    otherwise. Raises :class:`InvalidInputError` for an unknown kind or a particle
     kind on a system without bodies."""
     particles = is_particle_system(system)
     if kind == AUTO:
-        return "field" if particles else "mlp"
+        return AUTO_PARTICLE_KINDS[0] if particles else "mlp"
     if kind not in CORRECTIONS:
         raise InvalidInputError(
             f"unknown correction {kind!r}; choose one of {[AUTO, *CORRECTION_KINDS]}"

@@ -269,3 +269,30 @@ def test_plot_fit_file(tmp_path: Path, data_file: tuple[Path, Trajectory]) -> No
     out = write_fit(tmp_path / "fit.h5", fake_fitter(data), data_path=data_path, observed=data)
     png = plot_fit_file(out, tmp_path / "fit.png")
     assert png.stat().st_size > 1000
+
+
+def test_the_kinds_auto_tried_round_trip(
+    tmp_path: Path, data_file: tuple[Path, Trajectory]
+) -> None:
+    """``/fit/candidates``: the kinds, seeds and RMSEs of the members ``correction="auto"``
+    fitted, which was reported and by which RMSE; bit-exact (float64 datasets), read with
+    plain h5py as documented in docs/FORMAT.md."""
+    from physnode.fit.ensemble import Candidates
+
+    data_path, data = data_file
+    fitter = fake_fitter(data)
+    fitter.candidates_ = Candidates(
+        ("field", "pairwise"), np.array([3, 3]), 1, "train", np.array([2.5e-3, 1.25e-3]),
+        np.array([np.nan, np.nan]), np.array([0.1, 4.5e-3]),
+    )  # fmt: skip
+    out = write_fit(tmp_path / "fit.h5", fitter, data_path=data_path, observed=data)
+    rec = read_fit(out)
+    assert rec.candidates["corrections"] == ["field", "pairwise"]
+    assert rec.candidates["best"] == 1 and rec.candidates["score"] == "train"
+    for name in ("seeds", "train_rmse", "validation_rmse", "extrapolation_rmse"):
+        np.testing.assert_array_equal(rec.candidates[name], getattr(fitter.candidates_, name))
+    with h5py.File(out, "r") as f:
+        assert f["fit/candidates/corrections"].asstr()[()].tolist() == ["field", "pairwise"]
+        assert f["fit/candidates"].attrs["best"] == 1
+    assert read_fit(write_fit(tmp_path / "plain.h5", fake_fitter(data), data_path=data_path,
+                              observed=data)).candidates is None  # fmt: skip

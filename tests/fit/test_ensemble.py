@@ -18,7 +18,8 @@ from physnode.errors import InvalidInputError
 from physnode.fit import Fitter
 from tests.fit.test_hybrid import _drag_data
 
-SETTINGS = dict(model="hybrid", train_until=1.0, epochs=2, lbfgs_steps=1, schedule="full")
+SETTINGS = dict(model="hybrid", correction="field", train_until=1.0, epochs=2, lbfgs_steps=1,
+                schedule="full")  # fmt: skip
 
 
 def _state(fitter: Fitter) -> np.ndarray:

@@ -15,7 +15,7 @@ from scipy.integrate import solve_ivp
 
 from physnode.errors import InvalidInputError
 from physnode.fit import Fitter
-from physnode.models import CORRECTION_KINDS
+from physnode.models import AUTO_PARTICLE_KINDS, CORRECTION_KINDS
 from tests.reference import TOL, Run, acceleration, bound_start, to_trajectory
 
 TRUE_MASSES = np.array([0.8, 1.3, 1.0])
@@ -69,23 +69,34 @@ def test_a_field_correction_learns_drag_and_extrapolates():
     )
 
 
-def test_the_correction_setting_is_recorded_and_resumed():
-    """``correction="auto"`` is ``field`` for particle data; ``settings_`` records the kind used,
-    and a fit stopped after 3 epochs and resumed with those settings reaches the straight
-    run's result bit for bit (deterministic CPU arithmetic, the same operations in the same
-    order)."""
+@pytest.mark.slow  # 75 s: seven short hybrid fits (CI runs the slow tests)
+def test_auto_fits_each_kind_keeps_the_best_and_resumes():
+    """``correction="auto"`` on particle data fits one member per kind of
+    ``AUTO_PARTICLE_KINDS`` and reports the one with the lowest training RMSE (no validation
+    window); each member is the fit of its kind alone; ``settings_`` records ``"auto"``, and a
+    fit stopped after 3 epochs and resumed with those settings reaches the straight run's
+    result bit for bit (deterministic CPU arithmetic, the same operations in the same order)."""
     data = _drag_data()
     settings = dict(model="hybrid", train_until=1.0, epochs=6, lbfgs_steps=2, seed=3)
     straight = Fitter(**settings).fit(data)
-    assert straight.correction_ == "field"
-    assert straight.settings_["correction"] == "field"
+    found = straight.candidates_
+    assert found.corrections == AUTO_PARTICLE_KINDS and found.score == "train"
+    assert found.best == int(np.argmin(found.train_rmse))
+    assert straight.correction_ == found.corrections[found.best]
+    assert straight.train_rmse_ == found.train_rmse[found.best]
+    assert straight.settings_["correction"] == "auto"
+    for i, kind in enumerate(AUTO_PARTICLE_KINDS):
+        alone = Fitter(**{**settings, "correction": kind}).fit(data)
+        assert alone.settings_["correction"] == kind and alone.candidates_ is None
+        assert alone.train_rmse_ == found.train_rmse[i]
     calls = iter(range(100))
     first = Fitter(**settings).fit(data, should_stop=lambda: next(calls) >= 3)
-    assert first.interrupted_
+    assert first.interrupted_ and first.candidates_ is None
     resumed = Fitter(**{**settings, "correction": first.settings_["correction"]})
     resumed.fit(data, resume=first.state_)
     np.testing.assert_array_equal(resumed.history_["loss"], straight.history_["loss"])
     np.testing.assert_array_equal(resumed.params_["masses"], straight.params_["masses"])
+    assert resumed.correction_ == straight.correction_
 
 
 def test_the_choices_are_the_library_s():

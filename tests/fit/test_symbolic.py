@@ -69,8 +69,8 @@ def test_a_refit_that_cannot_be_integrated_is_a_warning_not_a_failure(monkeypatc
         raise StepSizeTooSmallError("step size fell below the floor")
 
     monkeypatch.setattr(fitter_module, "refit_symbolic", fails)
-    fitter = Fitter(model="hybrid", train_until=2.0, epochs=3, lbfgs_steps=0,
-                    refit_symbolic=True).fit(_drag_data())  # fmt: skip
+    fitter = Fitter(model="hybrid", correction="field", train_until=2.0, epochs=3,
+                    lbfgs_steps=0, refit_symbolic=True).fit(_drag_data())  # fmt: skip
     assert fitter.refit_ is None and fitter.discovered_ is not None
     assert any("symbolic refit" in w for w in fitter.warnings_)
 

@@ -34,7 +34,8 @@ def test_the_window_is_cut_by_time_and_scored_on_its_own_samples():
     as the fitter reports them); they agree to round-off (1e-12 relative: the same float64
     numbers summed in another order)."""
     data = _irregular_drag_data()
-    fitter = Fitter(model="hybrid", train_until=1.6, validation=0.25, epochs=2, lbfgs_steps=0)
+    fitter = Fitter(model="hybrid", correction="field", train_until=1.6, validation=0.25,
+                    epochs=2, lbfgs_steps=0)  # fmt: skip
     fitter.fit(data)
     t = data.times
     fitting, held = t <= 1.2, (t > 1.2) & (t <= 1.6)
@@ -60,7 +61,8 @@ def test_the_validation_samples_are_not_in_the_training_loss():
     spoiled_vel[held] += 0.5
     spoiled = Trajectory(data.times, positions=spoiled_pos, velocities=spoiled_vel,
                          masses=data.masses, parameters=dict(data.parameters))  # fmt: skip
-    settings = dict(model="hybrid", train_until=2.0, validation=0.2, epochs=4, lbfgs_steps=2)
+    settings = dict(model="hybrid", correction="field", train_until=2.0, validation=0.2, epochs=4,
+                    lbfgs_steps=2)  # fmt: skip
     clean, bad = Fitter(**settings).fit(data), Fitter(**settings).fit(spoiled)
     np.testing.assert_array_equal(clean.history_["loss"], bad.history_["loss"])
     scored = np.isfinite(clean.history_["validation"])
@@ -106,8 +108,8 @@ def test_an_interrupted_fit_with_a_validation_window_resumes_exactly():
     bit (deterministic CPU arithmetic, the same operations in the same order; the best
     model so far travels in the state)."""
     data = _drag_data()
-    settings = dict(model="hybrid", train_until=2.0, validation=0.2, epochs=3, lbfgs_steps=3,
-                    schedule="full", seed=1)  # fmt: skip
+    settings = dict(model="hybrid", correction="field", train_until=2.0, validation=0.2,
+                    epochs=3, lbfgs_steps=3, schedule="full", seed=1)  # fmt: skip
     straight = Fitter(**settings).fit(data)
     calls = iter(range(100))
     first = Fitter(**settings).fit(data, should_stop=lambda: next(calls) >= 5)

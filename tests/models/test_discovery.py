@@ -93,6 +93,21 @@ def test_a_field_correction_is_read_from_its_own_families() -> None:
     assert "v" not in names and "q" in names
 
 
+def test_a_pair_kind_reads_a_field_about_the_origin_as_q_only_where_they_agree() -> None:
+    """Σ_j m_j r_ij = M (q_cm - q_i): with the centre of mass at the origin in every sample it
+    is -M q_i, so a pair correction 0.02 Σ_j m_j r_ij is the harmonic field -0.02 M q and
+    reads ``q`` (coefficient -0.02 M to rounding: an exact identity, 1e-10); with the centre
+    of mass moving (the random states as drawn) the two differ and it stays a pair term."""
+    pairs = CORRECTIONS["pairwise"].families
+    centred = Q - np.sum(MASSES[:, None] * Q, axis=-2, keepdims=True) / MASSES.sum()
+    found = discover_particles(centred, V, MASSES, 0.02 * _pair(centred, MASSES, 0), pairs)
+    assert found.terms == ["q"], found.formula
+    assert abs(found.coefficients[0] + 0.02 * MASSES.sum()) < 1e-10
+    found = discover_particles(Q, V, MASSES, 0.02 * _pair(Q, MASSES, 0), pairs)
+    assert found.terms == ["sum_j m_j r_ij"], found.formula
+    assert abs(found.coefficients[0] - 0.02) < 1e-10
+
+
 def test_lotka_volterra_interactions_are_found() -> None:
     """The universal-differential-equations case (Rackauckas et al. 2020): the missing terms
     of Lotka–Volterra are -β x y in dx/dt and +γ x y in dy/dt (β = 0.9, γ = 0.8), sampled with
