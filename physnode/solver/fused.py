@@ -8,10 +8,12 @@ controller (host floats) and dense output stay those of :mod:`physnode.solver.in
 method and the accepted steps are the same as the eager path's (results equal to rounding: the
 kernel may sum in another order).
 
-Measured on the 2-core CPU (DOP853, one figure-eight state, one thread): ~40 µs per trial step
-against ~500 µs eager, after a compile of ~6–12 s (less when TorchInductor's on-disk cache already
-holds the kernel). It pays for small states and long runs only: the compile is the first
-call's cost, and for large batched states the eager kernels are no longer overhead-bound.
+Measured on the 2-core CPU (DOP853 at 1e-12, one figure-eight state, one thread, 100 periods,
+``benchmarks/fused_step.py``): ~50 µs per accepted step against ~780 µs eager and ~205 µs for
+scipy's DOP853, after a first-call compile of ~24 s (cold TorchInductor cache; ~11 s with its
+on-disk cache warm). It pays for small states and long or repeated runs only: the compile is
+the first call's cost (kernels are then cached per ``func``), and large batched states were not
+measured (their eager kernels are not overhead-bound).
 
 What it traces: an ``nn.Module`` ``func`` is called through ``torch.func.functional_call`` with
 its parameters and buffers as inputs of the compiled step, so values changed between solves
