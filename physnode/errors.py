@@ -81,3 +81,9 @@ class DoubleBackwardError(PhysnodeError, RuntimeError):
     """A second derivative was asked of a gradient method whose backward pass is not itself
     differentiable (``create_graph=True`` through ``aca``/``adjoint``, or through ``t``). Use
     ``grad="backprop"`` or ``"naive"`` for higher derivatives."""
+
+
+class CompileFallbackWarning(UserWarning):
+    """``options={"compile": True}`` could not trace or compile the step (no C++ compiler, or a
+    ``func`` that ``make_fx`` cannot trace); the solve steps eagerly instead, with the same
+    results, only slower. Drop the option to silence it, or make ``func`` plain tensor code."""

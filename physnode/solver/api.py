@@ -19,6 +19,7 @@ from physnode.errors import (
     InvalidTimeGridError,
     NonFiniteError,
 )
+from physnode.solver.fused import refuse_compile
 from physnode.solver.gradients import GRAD_METHODS, GradientMethod, get_gradient
 from physnode.solver.gradients.aca_per_sample import PerSampleProblem
 from physnode.solver.gradients.common import Problem
@@ -83,6 +84,7 @@ def solve(
     if not (hidden or needs):
         with torch.no_grad():
             return Solution(torch.stack(problem.run(y0).ys), problem.stats)
+    refuse_compile(problem.options)
     return Solution(gradient.apply(problem, t_tensor, y0, diff), problem.stats)
 
 

@@ -14,17 +14,19 @@ lives in :class:`_Run`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from physnode.errors import (
+    InvalidInputError,
     MaxStepsReachedError,
     NonFiniteError,
     SolverError,
     StepSizeTooSmallError,
 )
 from physnode.solver.controller import StepSizeController
+from physnode.solver.fused import CompiledStep, compiled_step
 from physnode.solver.options import SolverOptions
 from physnode.solver.stats import SolverStats
 from physnode.solver.stepper import (
@@ -77,6 +79,8 @@ class _Run:
     #: fixed-step methods: the signed step every trial starts from
     fixed_h: float
     controller: StepSizeController | None
+    #: ``options["compile"]``: the compiled trial step (``None``: eager stages)
+    fused: CompiledStep | None = None
 
 
 @dataclass
@@ -148,6 +152,8 @@ def integrate(
         controller=controller,
     )  # fmt: skip
     state = _initial_state(run, y0)
+    if options.compile:
+        run = replace(run, fused=_compiled(run, state))
     out = ForwardRecord(ys=[y0])
     while state.k_next < len(t_out):
         _attempt_step(run, state, out)
@@ -180,6 +186,25 @@ def _initial_state(run: _Run, y0: torch.Tensor) -> _LoopState:
     return _LoopState(t=t0, y=y0, h=run.direction * h_abs, f0=f0)
 
 
+def _compiled(run: _Run, state: _LoopState) -> CompiledStep | None:
+    """The compiled step of ``options["compile"]`` (``None``: it fell back to eager, warned);
+    refused where the loop needs more than a plain adaptive solve of the state."""
+    if (
+        not run.tab.adaptive or run.record or run.naive or run.n_norm is not None
+        or run.groups != 1 or isinstance(run.atol, torch.Tensor) or torch.is_grad_enabled()
+    ):  # fmt: skip
+        raise InvalidInputError(
+            "options['compile'] applies to adaptive solves without gradients only (no "
+            "checkpoints, sensitivities or adjoint); solve under torch.no_grad() with inputs "
+            "that need no gradient, or drop the option"
+        )
+    assert state.f0 is not None  # internal invariant: the first step knows f(t0, y0)
+    fused = compiled_step(run.rhs.func, run.tab, state.y, state.f0, run.rtol, float(run.atol))
+    if fused is not None:
+        run.stats.compile_seconds += fused.compile_seconds
+    return fused
+
+
 def _attempt_step(run: _Run, state: _LoopState, out: ForwardRecord) -> None:
     """One trial step from ``state``: clip it, check it, run the stages, accept or reject."""
     t_float = _scalar(state.t)
@@ -192,8 +217,13 @@ def _attempt_step(run: _Run, state: _LoopState, out: ForwardRecord) -> None:
         raise _max_steps_error(run, t_float)
     if state.f0 is None:
         state.f0 = run.rhs(state.t, state.y)
-    y1, ks = stages(run.rhs, run.tab, state.t, state.h, state.y, state.f0)
-    accepted, factor = _judge(run, state, y1, ks)
+    if run.fused is not None:
+        y1, ks, ratio = run.fused(t_float, h_float, state.y, state.f0)
+        _count_evals(run.rhs, run.fused.n_evals)
+        accepted, factor = _decide(run, state, ratio, None)
+    else:
+        y1, ks = stages(run.rhs, run.tab, state.t, state.h, state.y, state.f0)
+        accepted, factor = _judge(run, state, y1, ks)
     if not accepted:
         _reject(run, state, factor)
         return
@@ -274,15 +304,29 @@ def _judge(
         run.tab, state.h, ks, state.y, y1, run.rtol, run.atol, run.n_norm, run.groups, run.naive
     )  # the one host synchronisation per step
     ratio = float(ratio_t.detach()) if isinstance(ratio_t, torch.Tensor) else ratio_t
+    return _decide(run, state, ratio, ratio_t if run.naive else None)
+
+
+def _decide(
+    run: _Run, state: _LoopState, ratio: float, ratio_grad: torch.Tensor | None
+) -> tuple[bool, float | torch.Tensor]:
+    """The controller's verdict on an error ratio (``ratio_grad``: the same as a tensor for
+    the ``naive`` gradient, else ``None``)."""
     if not math.isfinite(ratio):
         state.last_nonfinite = True
         return False, 0.25
     state.last_nonfinite = False
     accepted = ratio <= 1.0
     assert run.controller is not None  # internal invariant: adaptive methods have one
-    ratio_grad = ratio_t if run.naive else None
     factor = run.controller.factor(ratio, ratio_grad, accepted, state.after_reject)
     return accepted, factor
+
+
+def _count_evals(rhs: RHS, n: int) -> None:
+    """Count ``n`` evaluations made inside a compiled step as ``rhs`` counts its own."""
+    if rhs.on_eval is not None:
+        for _ in range(n):
+            rhs.on_eval()
 
 
 def _reject(run: _Run, state: _LoopState, factor: float | torch.Tensor) -> None:
@@ -335,14 +379,27 @@ def _emit_outputs(
             y_k, theta = y1, 1.0
         else:
             if ks_dense is None:
-                ks_dense = extra_stages(run.rhs, tab, t, h_used, y, ks) if tab.extra_c else ks
+                ks_dense = _extra_stages(run, t, h_used, y, ks)
             theta = (tk - t) / h_used
-            y_k = dense_output(tab, y, h_used, ks_dense, theta)
+            if run.fused is not None:
+                y_k = run.fused.dense_output(t, h_used, theta, y, ks_dense)
+            else:
+                y_k = dense_output(tab, y, h_used, ks_dense, theta)
             theta = _scalar(theta)
         out.ys.append(y_k)
         if run.record:
             out.outputs[-1].append((state.k_next, theta))
         state.k_next += 1
+
+
+def _extra_stages(run: _Run, t: Time, h: Time, y: torch.Tensor, ks):
+    """The step's stages with the dense output's extra ones (compiled where the step is)."""
+    if not run.tab.extra_c:
+        return ks
+    if run.fused is not None:
+        _count_evals(run.rhs, run.fused.n_extra_evals)
+        return run.fused.extra_stages(t, h, y, ks)
+    return extra_stages(run.rhs, run.tab, t, h, y, ks)
 
 
 def _check_fixed_step_outputs(ys: list[torch.Tensor], t_out: list[float]) -> None:

@@ -22,6 +22,8 @@ class SolverStats:
         n_sample_evals: per-sample steps: the rows (members) the vector field was evaluated
             on, summed over its calls: the right-hand-side work (a shared-step solve of a
             ``(B, D)`` batch does ``B · nfe_forward``).
+        compile_seconds: ``options["compile"]``: wall seconds this solve spent tracing and
+            compiling its step (0.0 when the kernel was cached or not asked for).
     """
 
     nfe_forward: int = 0
@@ -32,8 +34,9 @@ class SolverStats:
     n_steps_backward: int = 0
     n_replayed_batched: int = 0
     n_sample_evals: int = 0
+    compile_seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
     def count_forward_eval(self) -> None:

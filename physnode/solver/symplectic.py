@@ -47,6 +47,7 @@ def integrate_symplectic(
     t: Tensor,
     step_size: float,
     method: str = "leapfrog",
+    compile: bool = False,
 ) -> Tensor:
     """Integrate a separable second-order system with a fixed-step symplectic method.
 
@@ -60,6 +61,12 @@ def integrate_symplectic(
             time exactly. Step times are computed in float64.
         method: ``"leapfrog"`` (kick-drift-kick, order 2) or ``"yoshida4"`` (order 4, three
             leapfrog sub-steps per step).
+        compile: run the steps as kernels compiled by TorchInductor (see
+            :mod:`physnode.solver.symplectic_fused`): chunks of
+            :data:`~physnode.solver.symplectic_fused.CHUNK` steps per call, the same steps and
+            results to rounding. Pays for small states and many steps, after a first-call
+            compile of seconds (cached per system). Without gradients only; falls back to
+            these eager steps with one ``CompileFallbackWarning`` where it cannot compile.
 
     Returns:
         States at ``t``, shape ``(T, *y0.shape)``; the first row is ``y0``.
@@ -67,6 +74,8 @@ def integrate_symplectic(
     Raises:
         InvalidInputError: unknown method, bad step size, bad state shape, or a system that is
             not second order with velocity-independent acceleration.
+        InvalidInputError: also ``compile=True`` with ``y0`` or the system's parameters
+            requiring grad under grad mode (the compiled steps carry no autograd graph).
         InvalidTimeGridError: ``t`` not 1-D, shorter than 2, non-finite or not strictly monotone.
         DtypeMismatchError: ``y0`` is not float32 or float64.
     """
@@ -81,9 +90,14 @@ def integrate_symplectic(
 
     q, v = y0.chunk(2, dim=-1)
     acc = system.acceleration(time_at(0, 0.0), q, v)
+    cover = _cover_interval
+    if compile:
+        from physnode.solver.symplectic_fused import compiled_cover
+
+        cover = compiled_cover(system, y0, q, v, acc, coefficients, method, grid) or cover
     out = [y0]
     for i in range(len(grid) - 1):
-        q, v, acc = _cover_interval(
+        q, v, acc = cover(
             system.acceleration, q, v, acc, i, grid[i + 1] - grid[i], h, coefficients, time_at
         )
         out.append(torch.cat([q, v], dim=-1))
@@ -109,8 +123,7 @@ def _cover_interval(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Steps of ``h`` from ``t[interval]`` over ``span`` (signed), the last one shortened to
     land on ``t[interval + 1]``; returns ``(q, v, acc)`` there."""
-    n_steps = steps_over(span, h)
-    direction = math.copysign(h, span)
+    n_steps, direction = step_plan(span, h)
     for k in range(n_steps):
         start = k * direction
         dt = span - start if k == n_steps - 1 else direction
@@ -118,6 +131,12 @@ def _cover_interval(
             acceleration, q, v, acc, interval, start, dt, coefficients, time_at
         )
     return q, v, acc
+
+
+def step_plan(span: float, h: float) -> tuple[int, float]:
+    """``(n_steps, direction)``: how many steps of at most ``h`` cover ``span`` (signed), and
+    the signed full step."""
+    return steps_over(span, h), math.copysign(h, span)
 
 
 def _composed_step(
