@@ -89,7 +89,7 @@ def test_an_interrupted_ensemble_resumes_exactly():
     resumed = Fitter(**SETTINGS, ensemble=2).fit(data, resume=first.state_)
     np.testing.assert_array_equal(resumed.ensemble_.spread, straight.ensemble_.spread)
     np.testing.assert_array_equal(resumed.params_["masses"], straight.params_["masses"])
-    with pytest.raises(InvalidInputError, match="is an ensemble's"):
+    with pytest.raises(InvalidInputError, match="is several members'"):
         Fitter(**SETTINGS).fit(data, resume=first.state_)
 
 
