@@ -33,6 +33,7 @@ __all__ = [
     "DistributedError",
     "World",
     "all_gather",
+    "all_reduce_sum",
     "process_group",
     "require_agreement",
     "shard",
@@ -147,6 +148,10 @@ def process_group(
         ) from None
     try:
         yield world
+        # every rank leaves together: a rank tearing gloo down while a peer still sends to it
+        # can abort that peer ("terminate called without an active exception")
+        with contextlib.suppress(RuntimeError):
+            dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -172,6 +177,28 @@ def all_gather(obj: Any, world: World) -> list[Any]:
             "do the rest"
         ) from None
     return gathered
+
+
+def all_reduce_sum(values: Any, world: World) -> Any:
+    """The element-wise sum over the ranks of ``values`` (a float64 CPU tensor), in place, on
+    every rank; ``values`` itself in a world of one. Call it on every rank, with tensors of one
+    shape: the data-parallel step of a shared fit (:mod:`physnode.fit.shared`).
+
+    Raises:
+        DistributedError: another rank died or did not arrive within the timeout.
+    """
+    if world.size == 1:
+        return values
+    import torch.distributed as dist
+
+    try:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    except RuntimeError as exc:
+        raise DistributedError(
+            f"rank {world.rank} of {world.size} lost the other ranks during a shared fit "
+            f"({_first_line(exc)}); no fit file of this run was written: rerun the same command"
+        ) from None
+    return values
 
 
 def require_agreement(value: Any, world: World, what: str) -> None:

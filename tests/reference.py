@@ -66,9 +66,13 @@ def energy(q: np.ndarray, v: np.ndarray, masses: np.ndarray, G: float) -> float:
     return kinetic + potential
 
 
-def simulate(masses, q0, v0, times, G: float = 1.0, rtol: float = TOL, atol: float = TOL) -> Run:
+def simulate(
+    masses, q0, v0, times, G: float = 1.0, rtol: float = TOL, atol: float = TOL,
+    drag: float = 0.0,
+) -> Run:  # fmt: skip
     """Integrate from ``q0``, ``v0`` (``(N, dim)``) and sample at ``times`` (``(T,)``, from the
-    start time on)."""
+    start time on). ``drag`` adds ``-drag * v_i`` to every acceleration (physics a fit's
+    model may lack)."""
     masses = np.asarray(masses, dtype=np.float64)
     q0 = np.asarray(q0, dtype=np.float64)
     v0 = np.asarray(v0, dtype=np.float64)
@@ -78,7 +82,8 @@ def simulate(masses, q0, v0, times, G: float = 1.0, rtol: float = TOL, atol: flo
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         del t  # autonomous
         q = y[: n * dim].reshape(n, dim)
-        return np.concatenate([y[n * dim :], acceleration(q, masses, G).ravel()])
+        v = y[n * dim :]
+        return np.concatenate([v, acceleration(q, masses, G).ravel() - drag * v])
 
     sol = solve_ivp(
         rhs, (times[0], times[-1]), np.concatenate([q0.ravel(), v0.ravel()]),

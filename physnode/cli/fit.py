@@ -53,6 +53,8 @@ from physnode.errors import InvalidInputError, PhysnodeError
 from physnode.fit import Fitter, many
 from physnode.fit.fitter import element_labels
 from physnode.fit.many import FileResult, Job, Prior, Status
+from physnode.fit.shared import SETTING as SHARED_SETTING
+from physnode.fit.shared import SHARED_NETWORK
 from physnode.models import AUTO_PARTICLE_KINDS
 
 console = Console(highlight=False)
@@ -141,6 +143,16 @@ EnsembleOpt = Annotated[
     ),
 ]
 Resume = Annotated[Path | None, typer.Option(help="Continue the fit stored in this fit file.")]
+SharedOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Fit one model to all DATA files at once: these parameters are shared, "
+        f"comma-separated ('{SHARED_NETWORK}' for the hybrid's network, or learned physical "
+        "parameters such as G); the rest (masses, initial states) are each file's own. Each "
+        "file gets its <stem>.fit.h5 with the shared values in it (docs/SCALING.md).",
+        show_default=False,
+    ),
+]
 
 
 def _fitter_class() -> Any:
@@ -440,6 +452,7 @@ def fit_command(
     output: Output = None,
     resume: Resume = None,
     overwrite: Overwrite = False,
+    shared: SharedOpt = None,
 ) -> None:
     """Fit a model to DATA; print fitted parameters with uncertainties and RMSEs.
 
@@ -452,12 +465,16 @@ def fit_command(
     world = distributed.world_from_env()
     with _errors_on_root_only(world):
         options = _given_settings(ctx)
-        if len(data) == 1 and world.size > 1:
+        if len(data) == 1 and world.size > 1 and shared is None:
             raise InvalidInputError(
                 f"torchrun started {world.size} ranks for one data file; ranks share out "
                 "several files, so run one file without torchrun"
             )
-    if len(data) == 1:
+    if shared is not None:
+        from physnode.cli import shared as shared_cli  # it builds on this module
+
+        shared_cli.run(data, options, output, resume, overwrite, world, shared)
+    elif len(data) == 1:
         _fit_one_file(data[0], options, output, resume, overwrite)
     else:
         _fit_many(data, options, output, resume, overwrite, world)
@@ -533,6 +550,11 @@ def _resumed_fit(resume: Path | None, data: Path) -> FitRecord | None:
     if resume is None:
         return None
     record = read_fit(resume)
+    if SHARED_SETTING in record.settings:
+        raise InvalidInputError(
+            f"{resume} is a member of a shared fit (--shared {record.settings[SHARED_SETTING]}), "
+            "which cannot be resumed as one fit; rerun the shared fit"
+        )
     digest = sha256_file(data) if data.is_file() else None
     if digest is not None and digest != record.data_sha256:
         raise InvalidInputError(
@@ -708,6 +730,11 @@ def _refuse_other_settings(job: Job, options: dict[str, Any], record: FitRecord)
     """A complete fit made with other settings than those given now is not what was asked
     for: refuse it rather than skip it silently or replace it without --overwrite."""
     stored = {k: _from_file(k, v) for k, v in record.settings.items()}
+    if SHARED_SETTING in stored:
+        raise InvalidInputError(
+            f"{job.output} is a member of a shared fit (--shared {stored[SHARED_SETTING]}); "
+            "rerun with that --shared, or with --overwrite to fit the file on its own"
+        )
     conflict = _setting_conflict(options, stored)
     if conflict is not None:
         flag, shown, was = conflict

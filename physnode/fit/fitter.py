@@ -256,6 +256,8 @@ class Fitter:
             "refit_symbolic": self.refit_symbolic,
             "validation": None if self.validation is None else float(self.validation),
             "ensemble": int(self.ensemble),
+            # a member of a shared fit (physnode.fit.shared): what its files share
+            **(getattr(self, "shared_", None) or {}),
         }
 
     def _correction_setting(self) -> str:
@@ -492,6 +494,11 @@ class Fitter:
                     "if the data are noisy, the uncertainties leave out its noise and are too "
                     "small; learn y0 as well (learn=('masses', 'y0'), CLI --learn masses,y0)"
                 )
+        self._results(prob)
+
+    def _results(self, prob: FitProblem) -> None:
+        """Everything read from the fitted model once ``uncertainties_`` are set: parameters,
+        RMSEs, the prediction, the discovered law, the network's weights."""
         self.undetermined_ = _undetermined(self.uncertainties_)
         self.params_ = prob.physical()
         with torch.no_grad():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -79,11 +79,15 @@ def _horizons(schedule: str, n: int) -> list[int]:
     return [max(3, math.ceil(n / 2 ** (stages - 1 - s))) for s in range(stages)]
 
 
-def adam_optimizer(trainable: Sequence[nn.Parameter], start: nn.Module, lr: float):
-    """Adam over ``trainable``, the initial state's parameters in a group of their own."""
+def adam_optimizer(
+    trainable: Sequence[nn.Parameter], start: nn.Module | Iterable[nn.Parameter], lr: float
+):
+    """Adam over ``trainable``; the initial state's parameters (``start``, a module or its
+    parameters) in a group of their own."""
     # the initial state moves in state units, where a step of ``lr`` would be ~10 % of a
     # typical coordinate: it learns ten times slower than the (softplus-space) parameters
-    start_ids = {id(p) for p in start.parameters()}
+    starts = start.parameters() if isinstance(start, nn.Module) else start
+    start_ids = {id(p) for p in starts}
     groups = [
         {"params": [p for p in trainable if id(p) not in start_ids], "scale": 1.0},
         {"params": [p for p in trainable if id(p) in start_ids], "scale": 0.1},

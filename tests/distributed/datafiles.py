@@ -7,6 +7,7 @@ finish) near 1 s on one core, and the default start (unit masses) is 10-30 % off
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,21 @@ LBFGS_STEPS = 5
 EPOCHS = 5
 
 
-def write_data(path: str | Path, masses: tuple[float, ...], points: int = 30) -> Path:
-    """The reference motion with ``masses`` over half a period, ``points`` samples."""
+def write_data(
+    path: str | Path, masses: tuple[float, ...], points: int = 30, *, G: float = 1.0,
+    drag: float = 0.0, record_G: bool = True,
+) -> Path:  # fmt: skip
+    """The reference motion with ``masses`` over half a period, ``points`` samples; ``G`` and
+    a linear ``drag`` (``-drag v``) as :func:`tests.reference.simulate` takes them.
+    ``record_G=False`` leaves ``G`` out of the file, so a fit that learns it starts from its
+    default (1), not from the value recorded."""
     t = np.linspace(0.0, 0.5 * FIGURE_EIGHT_PERIOD, points)
     q0, v0 = reference.FIGURE_EIGHT_POSITIONS, reference.FIGURE_EIGHT_VELOCITIES
     path = Path(path)
-    write_trajectory(path, reference.to_trajectory(reference.simulate(masses, q0, v0, t)))
+    traj = reference.to_trajectory(reference.simulate(masses, q0, v0, t, G=G, drag=drag))
+    if not record_G:
+        traj = replace(traj, parameters={k: v for k, v in traj.parameters.items() if k != "G"})
+    write_trajectory(path, traj)
     return path
 
 

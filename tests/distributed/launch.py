@@ -4,7 +4,7 @@ subprocesses (``torchrun ... tests/distributed/launch.py fit a.h5 b.h5``).
 ``PHYSNODE_TEST_LBFGS_STEPS=n``: fits use ``Fitter(lbfgs_steps=n)`` (short fits; the CLI has
 no such option). ``PHYSNODE_TEST_DIE_RANK=r``: the rank ``r`` (torchrun's ``RANK``) dies with
 ``os._exit(1)`` at the first epoch of its first fit: a process killed mid-run, with no chance
-to clean up.
+to clean up. Both act on shared fits (``--shared``) too.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import os
 from typing import Any
 
 import physnode.cli.fit as cli_fit
+import physnode.cli.shared as cli_shared
 from physnode.cli.app import main
 from physnode.fit import Fitter
+from physnode.fit.shared import fit_shared
 
 
 class DyingFitter(Fitter):
@@ -37,6 +39,21 @@ def fitter_class() -> Any:
     return cls if steps is None else functools.partial(cls, lbfgs_steps=int(steps))
 
 
+def shared_fit(data: Any, settings: dict, *args: Any, **kwargs: Any) -> Any:
+    """:func:`fit_shared` with the environment's seams: fewer L-BFGS steps, a dying rank."""
+    steps = os.environ.get("PHYSNODE_TEST_LBFGS_STEPS")
+    if steps is not None:
+        settings = {**settings, "lbfgs_steps": int(steps)}
+    if os.environ.get("PHYSNODE_TEST_DIE_RANK") == os.environ.get("RANK", "0"):
+
+        def die() -> bool:
+            os._exit(1)
+
+        kwargs["should_stop"] = die
+    return fit_shared(data, settings, *args, **kwargs)
+
+
 if __name__ == "__main__":
     cli_fit._fitter_class = fitter_class
+    cli_shared._fit_shared_seam = lambda: shared_fit
     main()
