@@ -79,20 +79,25 @@ def test_tiny_error_ratios_grow_the_step_as_the_shared_controller_does():
                 options={**PER_SAMPLE, **options})  # fmt: skip
     alone = solve(linear_rhs(), y0[0], t, rtol=1e-9, atol=1e-9, method="dop853", options=options)
     assert one.stats.n_accepted == alone.stats.n_accepted
-    # the same steps: the bound of test_a_batch_of_one_is_the_shared_loop_to_rounding
-    assert (one.ys[:, 0] - alone.ys).abs().max() <= 1e-14
+    # the error ratios of these first steps are rounding noise (~1e-16 estimates), whose last
+    # bits depend on how the CPU vectorises the (1, D) and (D,) norms: the step sizes then
+    # differ by a few percent (0 on one machine, 5.3e-12 in the values on an AMD EPYC one);
+    # 1e-10 is that with room and still 10x below the tolerance of 1e-9
+    assert (one.ys[:, 0] - alone.ys).abs().max() <= 1e-10
 
 
 def test_a_batch_of_one_is_the_shared_loop_to_rounding():
     # starts with close encounters, where an ulp of h grows to ~1e-10 over the run: alone,
-    # the per-sample loop does the shared loop's arithmetic (measured: identical bits)
+    # the per-sample loop does the shared loop's arithmetic (identical bits on one machine;
+    # up to 1.3e-12 on an AMD EPYC one, where the (1, D) and (D,) norms round differently and
+    # those ulps of h grow through the encounters): 1e-10, the growth of an ulp of h
     field = Gravity([1.0, 1.0, 1.0])
     t = torch.linspace(0.0, 4.0, 9, dtype=torch.float64)
     with torch.no_grad():
         for y in _starts(6, 0.05)[[0, 3, 5]]:
             one = solve(field, y[None], t, rtol=1e-9, atol=1e-9, options=PER_SAMPLE)
             alone = solve(field, y, t, rtol=1e-9, atol=1e-9)
-            assert (one.ys[:, 0] - alone.ys).abs().max() <= 1e-14
+            assert (one.ys[:, 0] - alone.ys).abs().max() <= 1e-10
             assert one.stats.n_accepted == alone.stats.n_accepted
 
 
