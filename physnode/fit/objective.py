@@ -6,14 +6,48 @@ share; none of them needs the :class:`~physnode.fit.Fitter` itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from physnode.errors import MaxStepsReachedError
 from physnode.fit.problem import FitProblem
-from physnode.solver import odeint
+from physnode.solver import api
 from physnode.solver.api import PER_SAMPLE_GRADS
+from physnode.solver.stats import SolverStats
 from physnode.solver.tableaus import RK_METHODS
+
+#: A fit's solve may take at most ``STEP_BUDGET`` times the step attempts that the fit's first
+#: solve over the same times took (and never fewer than :data:`MIN_STEP_BUDGET`). A trial point
+#: that needs far more steps than the start did has moved into a close encounter, a blow-up or
+#: a stiff region; without a budget one such solve runs to the solver's ``max_steps`` (500 000
+#: attempts: minutes) and cannot be interrupted. Past the budget the solve raises
+#: :class:`~physnode.errors.MaxStepsReachedError`: an L-BFGS line search and the
+#: least-squares finish reject the trial point, an Adam step fails the fit with that message.
+#: 20x leaves room for the steps to grow as the parameters move (the masses of a fit started
+#: 30 % off change the step count by well under 2x, tests/fit/test_objective.py).
+STEP_BUDGET = 20
+MIN_STEP_BUDGET = 20_000
+
+
+class StepBudget:
+    """The step attempts of the first solve over each set of times (and shape and tolerances):
+    the budget of the later ones."""
+
+    def __init__(self) -> None:
+        self.reference: dict[tuple, int] = {}
+
+    @staticmethod
+    def key(y0: torch.Tensor, t: torch.Tensor, rtol: float, atol: float) -> tuple:
+        return (float(t[0]), float(t[-1]), len(t), tuple(y0.shape), rtol, atol)
+
+    def limit(self, key: tuple) -> int | None:
+        """The most step attempts a solve over ``key`` may take; ``None`` for the first."""
+        ref = self.reference.get(key)
+        return None if ref is None else max(MIN_STEP_BUDGET, STEP_BUDGET * ref)
+
+    def record(self, key: tuple, stats: SolverStats) -> None:
+        self.reference.setdefault(key, stats.n_accepted + stats.n_rejected)
 
 
 @dataclass(frozen=True)
@@ -32,6 +66,7 @@ class Objective:
     atol: float
     grad: str
     device: str
+    budget: StepBudget = field(default_factory=StepBudget, compare=False, repr=False)
 
     def integrate(
         self,
@@ -48,14 +83,33 @@ class Objective:
         A batch ``(B, D)`` of independent starts (multiple shooting's segments) is solved with
         per-sample steps (each start its own steps, ``options={"steps": "per-sample"}``)
         where the method is adaptive and the gradient method supports them (``aca``,
-        ``backprop``); else with one shared step sequence."""
+        ``backprop``); else with one shared step sequence, within the :data:`STEP_BUDGET`."""
         grad = grad or self.grad
         per_sample = y0.ndim == 2 and grad in PER_SAMPLE_GRADS and RK_METHODS[self.method].adaptive
-        return odeint(
-            self.problem.model, y0, t, rtol=rtol or self.rtol, atol=atol or self.atol,
-            method=self.method, grad=grad,
-            options={"steps": "per-sample", "sample_failure": "raise"} if per_sample else None,
-        )  # fmt: skip
+        settings = {"rtol": rtol or self.rtol, "atol": atol or self.atol, "grad": grad}
+        if per_sample:
+            options = {"steps": "per-sample", "sample_failure": "raise"}
+            return self._solve(y0, t, settings, options).ys
+        key = self.budget.key(y0, t, settings["rtol"], settings["atol"])
+        limit = self.budget.limit(key)
+        try:
+            sol = self._solve(y0, t, settings, None if limit is None else {"max_steps": limit})
+        except MaxStepsReachedError as exc:
+            if limit is None:
+                raise
+            raise MaxStepsReachedError(
+                f"a fit solve over t in [{key[0]:.6g}, {key[1]:.6g}] needed more than {limit} "
+                f"step attempts (the fit's budget: {STEP_BUDGET}x the "
+                f"{self.budget.reference[key]} its first solve there took, at least "
+                f"{MIN_STEP_BUDGET}): the parameters tried have moved into a close "
+                "encounter, a blow-up or a stiff region (physnode.fit.objective.STEP_BUDGET); "
+                "start nearer, lower lr, or shorten the training window"
+            ) from exc
+        self.budget.record(key, sol.stats)
+        return sol.ys
+
+    def _solve(self, y0: torch.Tensor, t: torch.Tensor, settings: dict, options: dict | None):
+        return api.solve(self.problem.model, y0, t, method=self.method, options=options, **settings)
 
     def solve(
         self,
