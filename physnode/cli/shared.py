@@ -3,8 +3,9 @@
 The fit itself is :func:`physnode.fit.shared.fit_shared`; this module checks the command, sorts
 out what the outputs already hold, reads this rank's share of the files, writes each file's fit
 file (all-or-nothing) and prints the summary on rank 0. The files fitted together are one unit:
-a rerun skips them only when every output is a complete shared fit of the same files with the
-same settings, and replaces them (``--overwrite``) otherwise.
+a rerun skips them when every output is a complete shared fit of the same files with the same
+settings, resumes them when every output is a stopped one (each fit file holds its share of the
+state, :mod:`physnode.fit.shared_state`), and replaces them (``--overwrite``) otherwise.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import typer
 
 from physnode import distributed
 from physnode.cli import fit as cli
@@ -64,9 +63,11 @@ def run(
         distributed.require_agreement([str(p) for p in files], world, "data files")
         mine = distributed.shard(jobs, world)
         with cli._errors_on_root_only(world):
-            results, todo, group = _priors(mine, options, ",".join(shared), overwrite, world)
-            if group:
-                results += _fit_and_write(todo, settings, shared, overwrite, world, group)
+            results, todo, plan = _priors(mine, options, ",".join(shared), overwrite, world)
+            if plan is not None:
+                if plan.stored is not None:  # a resumed fit keeps the settings it began with
+                    settings = cli._settings(options, plan.stored)
+                results += _fit_and_write(todo, settings, shared, overwrite, world, plan)
         results = [dataclasses.replace(r, rank=world.rank) for r in results]
         gathered = distributed.all_gather(results, world)
     everything = sorted(itertools.chain.from_iterable(gathered), key=lambda r: r.index)
@@ -79,8 +80,8 @@ def _check(files, options, output, resume, shared_text) -> tuple[tuple[str, ...]
     """Everything that can be refused before a file is read."""
     if resume is not None:
         raise InvalidInputError(
-            "--resume is for one fit; a shared fit is not resumable yet (a stopped one writes "
-            "no file): rerun the same command"
+            "--resume is for one fit; a stopped shared fit resumes when the same command is "
+            "rerun (its members' fit files hold the state)"
         )
     if len(files) < 2:
         raise InvalidInputError("--shared fits one model to several data files; give two or more")
@@ -93,12 +94,23 @@ def _check(files, options, output, resume, shared_text) -> tuple[tuple[str, ...]
     return shared, settings, jobs
 
 
+@dataclasses.dataclass
+class _Plan:
+    """What the group's fit is to do: ``group`` names it in every member's settings;
+    ``states`` (this rank's files' ``{index: state}``) and ``stored`` (the settings it was
+    begun with) are set when it resumes a stopped fit."""
+
+    group: dict
+    states: dict[int, dict] | None = None
+    stored: dict | None = None
+
+
 def _priors(
     jobs: Sequence[Job], options: dict, shared_text: str, overwrite: bool, world
-) -> tuple[list[FileResult], list[Job], dict]:
+) -> tuple[list[FileResult], list[Job], _Plan | None]:
     """What the outputs hold, decided for the whole group: ``(results so far, jobs to fit,
-    the group's settings)``; no group (``{}``) when every output is already a complete shared
-    fit of these files with these settings (they are skipped).
+    the plan)``; no plan when every output is already a complete shared fit of these files
+    with these settings (they are skipped).
 
     Raises:
         InvalidInputError: an output holds a fit the group would replace, without --overwrite.
@@ -113,44 +125,47 @@ def _priors(
             usable.append((job, sha256_file(job.data), *held))
         except many.FIT_ERRORS as exc:
             results.append(FileResult.of(job, Status.FAILED, many.describe(exc)))
-    everyone = sorted(
-        (x for part in distributed.all_gather([(j.index, str(j.output), d, h, g)
-                                               for j, d, h, g, _ in usable], world) for x in part),
-    )  # fmt: skip
-    digest = hashlib.sha256("\n".join(d for _, _, d, _, _ in everyone).encode()).hexdigest()
-    if everyone and all(h == "complete" and g == digest for _, _, _, h, g in everyone):
+    mine = [(j.index, str(j.output), d, h, g, r.settings if r else None)
+            for j, d, h, g, r in usable]  # fmt: skip
+    everyone = sorted(x for part in distributed.all_gather(mine, world) for x in part)
+    digest = hashlib.sha256("\n".join(x[2] for x in everyone).encode()).hexdigest()
+    group = {GROUP: digest, COUNT: len(everyone)}
+    members = everyone and all(x[4] == digest for x in everyone)
+    if members and all(x[3] == "complete" for x in everyone):
         results += [FileResult.skipped(j, record) for j, _, _, _, record in usable]
-        return results, [], {}
-    held = [out for _, out, _, h, _ in everyone if h != "none"]
+        return results, [], None
+    if members and all(x[3] == "interrupted" for x in everyone):
+        states = {j.index: record.state for j, _, _, _, record in usable}
+        return results, [j for j, *_ in usable], _Plan(group, states, dict(everyone[0][5]))
+    held = [x[1] for x in everyone if x[3] != "none"]
     if held and not overwrite:
         raise InvalidInputError(
             f"{held[0]}{f' and {len(held) - 1} more' if len(held) > 1 else ''} already "
             f"hold{'s' if len(held) == 1 else ''} a fit; a shared fit refits all "
             f"{len(everyone)} files together: rerun with --overwrite"
         )
-    return results, [j for j, *_ in usable], {GROUP: digest, COUNT: len(everyone)}
+    return results, [j for j, *_ in usable], _Plan(group)
 
 
 def _held(job: Job, options: dict, shared_text: str, overwrite: bool) -> tuple[str, str, Any]:
-    """What ``job``'s output holds: ``("none" | "complete" | "other", its group, record)``;
-    ``complete`` is a finished shared fit of this data with these settings."""
+    """What ``job``'s output holds: ``("none" | "complete" | "interrupted" | "other", its
+    group, record)``; ``complete`` and ``interrupted`` are a finished and a stopped shared fit
+    of this data with these settings."""
     prior, record = many.prior_fit(job.output, job.data, overwrite)
     if prior is Prior.NONE or record is None:
         return "none", "", None
     stored = {k: cli._from_file(k, v) for k, v in record.settings.items()}
-    same = (
-        prior is Prior.COMPLETE
-        and stored.get(SETTING) == shared_text
-        and cli._setting_conflict(options, stored) is None
-    )
-    return ("complete" if same else "other"), str(stored.get(GROUP, "")), record
+    same = stored.get(SETTING) == shared_text and cli._setting_conflict(options, stored) is None
+    status = {Prior.COMPLETE: "complete", Prior.INTERRUPTED: "interrupted"}[prior]
+    return (status if same else "other"), str(stored.get(GROUP, "")), record
 
 
 def _fit_and_write(
     jobs: Sequence[Job], settings: dict, shared: tuple[str, ...], overwrite: bool, world,
-    group: dict,
+    plan: _Plan,
 ) -> list[FileResult]:  # fmt: skip
-    """Read this rank's files, fit them with the others' and write each fit file."""
+    """Read this rank's files, fit them with the others' (or go on with a stopped fit) and
+    write each fit file: complete, or stopped with its share of the state."""
     results, data, read = [], [], {}
     for job in jobs:
         try:
@@ -160,33 +175,27 @@ def _fit_and_write(
             continue
         data.append((job.index, traj))
         read[job.index] = (job, traj)
-    outcome = _run_fit(data, settings, shared, world, group)
+    outcome = _run_fit(data, settings, shared, world, plan)
     for index, reason in outcome.failed.items():
         results.append(FileResult.of(read[index][0], Status.FAILED, reason))
+    replace = overwrite or plan.states is not None  # a resumed fit replaces its own files
     for index, fitter in outcome.fitters.items():
         job, traj = read[index]
-        results.append(_write(job, fitter, traj, overwrite, outcome.wall_time))
-    if world.is_root:
+        results.append(_write(job, fitter, traj, replace, outcome.wall_time))
+    if world.is_root and not outcome.interrupted:
         _say_shared(outcome, shared)
     return results
 
 
-def _run_fit(data, settings, shared, world, group) -> SharedFit:
+def _run_fit(data, settings, shared, world, plan: _Plan) -> SharedFit:
     """The shared fit, with Ctrl-C / SIGTERM stopping every rank after a step and an epoch bar
-    on rank 0; a stopped fit exits 130 having written nothing."""
+    on rank 0."""
     stop = cli._make_stop_flag()
     epochs = int(settings.get("epochs", cli.DEFAULT["epochs"]))
     with cli._stop_on_signals(stop), cli._progress_bar(epochs) as progress:
-        outcome = _fit_shared_seam()(data, settings, shared, world, group=group,
-                                     progress=progress, should_stop=stop)  # fmt: skip
-    if outcome.interrupted:
-        if world.is_root:
-            err_console.print(
-                "stopped; a shared fit is not resumable yet, so no fit file was written: rerun "
-                "the same command to fit again"
-            )
-        raise typer.Exit(code=cli.EXIT_INTERRUPTED)
-    return outcome
+        return _fit_shared_seam()(data, settings, shared, world, group=plan.group,
+                                  progress=progress, should_stop=stop,
+                                  resume=plan.states)  # fmt: skip
 
 
 def _write(job: Job, fitter: Any, traj: Trajectory, overwrite: bool, seconds: float) -> FileResult:

@@ -16,9 +16,12 @@ solver failure), and every rank takes the same Adam or L-BFGS step. A world of o
 same code with no communication, so one process and N ranks give the same fit up to the order
 of the sums (rounding).
 
+A stopped fit leaves every member with a resumable ``state_``, its share of the whole
+(:mod:`physnode.fit.shared_state`); ``resume`` goes on from the members' states.
+
 What a shared fit does not do (yet): the least-squares finish (so no σ), validation windows,
-ensembles, multiple shooting, the symbolic refit, and resuming (a stopped shared fit writes no
-file; rerun it). :func:`check_shared` refuses those settings.
+ensembles, multiple shooting and the symbolic refit. :func:`check_shared` refuses those
+settings.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from physnode.errors import DataError, InvalidInputError, PhysnodeError, SolverE
 from physnode.fit.fitter import Fitter, Progress
 from physnode.fit.problem import INITIAL_STATE_NAMES, FitProblem
 from physnode.fit.schedule import Cursor, Stopped, Training, adam_optimizer, plan
+from physnode.fit.shared_state import as_kind, load_model, load_training, member_state, of_kind
 from physnode.models import AUTO, AUTO_PARTICLE_KINDS
 
 __all__ = ["SHARED_NETWORK", "SharedFit", "check_shared", "fit_shared", "parse_shared"]
@@ -123,11 +127,14 @@ class SharedFit:
             after a single fit, ``shared_`` naming the shared parameters), for this rank's
             files that took part.
         failed: data-file index -> why the file took no part (unreadable data, other layout).
-        interrupted: a stop was requested; no result is final.
+        interrupted: a stop was requested; no result is final, and ``fitters`` hold the
+            members as they stood (``interrupted_`` set, ``state_`` resumable).
         correction: the kind of correction fitted (``"auto"`` resolved), else ``None``.
         scores: kind -> RMSE over the fitting windows of all files (one entry unless
             ``correction="auto"`` tried several).
         wall_time: seconds.
+        states: data-file index -> its state at the end or at the stop (of the kind fitted
+            last); the members' ``state_`` holds every kind's.
     """
 
     fitters: dict[int, Fitter] = field(default_factory=dict)
@@ -136,6 +143,7 @@ class SharedFit:
     correction: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     wall_time: float = 0.0
+    states: dict[int, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,7 @@ def fit_shared(
     group: dict | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    resume: dict[int, dict] | None = None,
 ) -> SharedFit:
     """Fit one model to this rank's ``data`` (``(file index, trajectory)`` pairs) and the other
     ranks' together; call it on every rank, inside :func:`physnode.distributed.process_group`.
@@ -171,7 +180,10 @@ def fit_shared(
             recorded in every member's ``settings_`` with :data:`SETTING`.
         progress: called after every step with ``(epoch, total, loss, params)`` (the loss over
             all files; ``params`` this rank's first file's).
-        should_stop: polled every step; any rank's request stops every rank.
+        should_stop: polled every step; any rank's request stops every rank. A stopped fit
+            returns with ``interrupted`` set and every member's ``state_`` resumable.
+        resume: this rank's files' ``state_`` (``{index: state}``) from a stopped fit of the
+            same files and settings (on any number of ranks): the fit goes on from there.
 
     Returns:
         :class:`SharedFit`. With ``correction="auto"`` on particle data each kind of
@@ -180,6 +192,7 @@ def fit_shared(
 
     Raises:
         DataError: no file could take part, or the files' layouts differ.
+        InvalidInputError: ``resume`` lacks a file's state, or the states are not of one stop.
         SolverError: the solver failed on some file during an Adam phase.
         DistributedError: a rank was lost.
     """
@@ -188,10 +201,18 @@ def fit_shared(
     start = time.perf_counter()
     best, best_score = None, math.inf
     scores: dict[str, float] = {}
+    done: dict[int, dict] = {}  # each file's states of the kinds fitted so far
     for kind in _kinds(data, settings, world):
+        states = _states_of(data, resume, kind, world)
         run = _fit_kind(data, {**settings, "correction": kind}, tuple(shared), dict(group), world,
-                        progress, should_stop or (lambda: False))  # fmt: skip
+                        progress, should_stop or (lambda: False), states)  # fmt: skip
+        for index, state in run.states.items():
+            done.setdefault(index, {}).update(as_kind(state, kind))
         if run.interrupted:
+            run.wall_time = time.perf_counter() - start
+            for index, fitter in run.fitters.items():
+                fitter.state_ = done[index]
+                fitter.wall_time_ = run.wall_time
             return run
         score = next(iter(run.scores.values()))
         scores[run.correction or kind] = score
@@ -217,28 +238,77 @@ def _kinds(data: Sequence[tuple[int, Trajectory]], settings: dict, world) -> tup
     return (AUTO,)
 
 
-def _fit_kind(data, settings, shared, group, world, progress, should_stop) -> SharedFit:
-    """One shared fit with one kind of correction."""
-    setup = _set_up(data, settings, shared, world, should_stop)
+def _states_of(data, resume: dict[int, dict] | None, kind: str, world) -> dict | None:
+    """This rank's files' states for ``kind`` (``None``: not resuming, or no file got to
+    ``kind``); refused on every rank when some file's is missing."""
+    if resume is None:
+        return None
+    states = {index: of_kind(resume.get(index, {}), kind) for index, _ in data}
+    have = distributed.all_gather([s is not None for s in states.values()], world)
+    flags = [flag for part in have for flag in part]
+    if not any(flags):
+        return None
+    if not all(flags):
+        raise InvalidInputError(
+            f"a shared fit's state to resume lacks some file's part (kind {kind!r}); rerun "
+            "with --overwrite to fit the files again"
+        )
+    return states
+
+
+def _fit_kind(data, settings, shared, group, world, progress, should_stop, resume) -> SharedFit:
+    """One shared fit with one kind of correction, from ``resume`` (``{index: state}``) when
+    given; stopped, it returns every local file's state in ``states``."""
+    setup = _set_up(data, settings, shared, world, should_stop, resume)
     ref = Fitter(**settings)
     phases = plan(ref.schedule, ref.model, setup.loss.n_ref, ref.epochs, ref.lbfgs_steps)
     fitters = setup.fitters
     record = _recorder(fitters, sum(p.count for p in phases), progress if world.is_root else None)
     adam = adam_optimizer(setup.params, setup.starts, ref.lr)
+    first = Cursor()
+    if resume is not None:
+        first = load_training(resume, fitters, setup.shared, setup.own, adam, world)
     training = Training(setup.loss, phases, setup.params, adam, ref.lr, record=record,
                         stop=lambda: False)  # fmt: skip
-    run = SharedFit(failed=setup.failed)
+    run = SharedFit(failed=setup.failed, fitters=fitters)
+    cursor = first
     try:
-        for phase in range(len(phases)):
-            training.run(Cursor(phase, 0))
+        for phase in range(first.phase, len(phases)):
+            cursor = Cursor(phase, first.step if phase == first.phase else 0)
+            # the state this phase starts from: an interrupted L-BFGS phase reruns from it
+            snapshot = _states(setup, adam, Cursor(phase, 0))
+            training.run(cursor)
     except Stopped:
         run.interrupted = True
+        if phases[cursor.phase].kind == "lbfgs":
+            _rewind(fitters, snapshot)
+            run.states = snapshot
+        else:
+            run.states = _states(setup, adam, cursor)
+        _finish(fitters, shared, group, world, interrupted=True)
         return run
-    run.fitters = fitters
+    run.states = _states(setup, adam, Cursor(len(phases), 0))
     run.correction = _agreed_correction(fitters, world)
     score = _finish(fitters, shared, group, world)
     run.scores = {run.correction or ref.correction: score}
     return run
+
+
+def _states(setup: _SetUp, adam, cursor: Cursor) -> dict[int, dict]:
+    """Every local file's state at ``cursor`` (:func:`~physnode.fit.shared_state.member_state`)."""
+    return {
+        index: member_state(fitter, setup.shared, setup.own[index], adam, cursor)
+        for index, fitter in setup.fitters.items()
+    }
+
+
+def _rewind(fitters: dict[int, Fitter], states: dict[int, dict]) -> None:
+    """Each local file's model, start and history back to its ``states`` entry."""
+    for index, fitter in fitters.items():
+        load_model(fitter, states[index])
+        keep = len(states[index]["history/loss"])
+        for values in fitter._history.values():
+            del values[keep:]
 
 
 class _SetUp(NamedTuple):
@@ -246,23 +316,33 @@ class _SetUp(NamedTuple):
 
     fitters: dict[int, Fitter]  # this rank's files that take part
     failed: dict[int, str]  # this rank's files that could not be set up, and why
-    params: list[nn.Parameter]  # what the optimiser moves, in one order on every rank
+    shared: list[nn.Parameter]  # the shared parameters
+    own: dict[int, list[nn.Parameter]]  # every file's own (copies for the other ranks')
     starts: list[nn.Parameter]  # the initial-state parameters among them
     loss: _JointLoss
 
+    @property
+    def params(self) -> list[nn.Parameter]:
+        """What the optimiser moves, in one order on every rank."""
+        return [*self.shared, *(p for own in self.own.values() for p in own)]
 
-def _set_up(data, settings, shared, world, should_stop=lambda: False) -> _SetUp:
-    """Each file's problem, the shared modules tied into them, the global parameters and the
-    joint loss."""
+
+def _set_up(data, settings, shared, world, should_stop=lambda: False, resume=None) -> _SetUp:
+    """Each file's problem (from its ``resume`` state, ``{index: state}``, where given), the
+    shared modules tied into them, the global parameters and the joint loss."""
     fitters, failed = _build(data, settings)
+    for index, fitter in fitters.items():
+        if resume is not None:
+            load_model(fitter, resume[index])
     infos = _gather_infos(fitters, shared, world)
     modules = _shared_modules(fitters, infos, shared, world)
     for fitter in fitters.values():
         _tie(fitter._prob, modules)
-    params, starts = _global_params(fitters, infos, modules)
+    shared_params, own, starts = _global_params(fitters, infos, modules)
+    params = [*shared_params, *(p for ps in own.values() for p in ps)]
     n_ref = max(i.n_fit for i in infos)
     loss = _JointLoss(fitters, infos, params, world, n_ref, should_stop)
-    return _SetUp(fitters, failed, params, starts, loss)
+    return _SetUp(fitters, failed, shared_params, own, starts, loss)
 
 
 def _agreed_correction(fitters: dict[int, Fitter], world) -> str | None:
@@ -369,21 +449,22 @@ def _tie(prob: FitProblem, modules: dict[str, nn.Module]) -> None:
 
 def _global_params(
     fitters: dict[int, Fitter], infos: list[_FileInfo], modules: dict[str, nn.Module]
-) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+) -> tuple[list[nn.Parameter], dict[int, list[nn.Parameter]], list[nn.Parameter]]:
     """The parameters every rank's optimiser moves, in one order on every rank: the shared
     ones, then each file's own (this rank's files: their parameters; the others': copies of
-    their starting values, moved alike by the same steps). Also returns the start parameters
-    among them."""
-    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    their starting values, moved alike by the same steps). Returns the shared ones, each
+    file's own by index, and the start parameters among them."""
+    shared = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    own_of: dict[int, list[nn.Parameter]] = {}
     starts = []
     for info in infos:
         if info.index in fitters:
             own = _own_params(fitters[info.index]._prob, tuple(modules))
         else:
             own = [(n, s, nn.Parameter(torch.as_tensor(v))) for n, s, v in info.own]
-        params.extend(p for _, _, p in own)
+        own_of[info.index] = [p for _, _, p in own]
         starts.extend(p for _, s, p in own if s)
-    return params, starts
+    return shared, own_of, starts
 
 
 # -- the joint loss ------------------------------------------------------------------------
@@ -463,7 +544,7 @@ def _recorder(fitters: dict[int, Fitter], total: int, progress: Progress | None)
     """``record(loss)``: the loss and each file's physical parameters into its history;
     ``progress`` told with the first file's."""
     for fitter in fitters.values():
-        fitter._history = {"epoch": [], "loss": []}
+        fitter._history = {"epoch": [], "loss": []}  # a resumed fit's is loaded after this
 
     def record(loss: float) -> None:
         shown: dict = {}
@@ -482,13 +563,15 @@ def _recorder(fitters: dict[int, Fitter], total: int, progress: Progress | None)
     return record
 
 
-def _finish(fitters: dict[int, Fitter], shared: Sequence[str], group: dict, world) -> float:
+def _finish(
+    fitters: dict[int, Fitter], shared: Sequence[str], group: dict, world, interrupted=False
+) -> float:
     """Set each file's results as a single fit's (no least-squares finish: σ NaN); return the
     RMSE over every file's fitting window (the kinds of correction are compared by it)."""
     sums = torch.zeros(2, dtype=torch.float64)
     for fitter in fitters.values():
         prob = fitter._prob
-        fitter.interrupted_ = False
+        fitter.interrupted_ = interrupted
         fitter.history_ = {k: np.asarray(v) for k, v in fitter._history.items()}
         fitter.state_ = {}
         fitter.warnings_ = []

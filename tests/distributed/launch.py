@@ -4,7 +4,8 @@ subprocesses (``torchrun ... tests/distributed/launch.py fit a.h5 b.h5``).
 ``PHYSNODE_TEST_LBFGS_STEPS=n``: fits use ``Fitter(lbfgs_steps=n)`` (short fits; the CLI has
 no such option). ``PHYSNODE_TEST_DIE_RANK=r``: the rank ``r`` (torchrun's ``RANK``) dies with
 ``os._exit(1)`` at the first epoch of its first fit: a process killed mid-run, with no chance
-to clean up. Both act on shared fits (``--shared``) too.
+to clean up. Both act on shared fits (``--shared``) too. ``PHYSNODE_TEST_STOP_AFTER=n``: a
+shared fit's rank 0 asks to stop at its ``n + 1``-th poll (as Ctrl-C there would).
 """
 
 from __future__ import annotations
@@ -50,7 +51,21 @@ def shared_fit(data: Any, settings: dict, *args: Any, **kwargs: Any) -> Any:
             os._exit(1)
 
         kwargs["should_stop"] = die
+    after = os.environ.get("PHYSNODE_TEST_STOP_AFTER")
+    if after is not None and os.environ.get("RANK", "0") == "0":
+        kwargs["should_stop"] = stop_after(int(after))
     return fit_shared(data, settings, *args, **kwargs)
+
+
+def stop_after(polls: int) -> Any:
+    """A ``should_stop`` that says stop from its ``polls + 1``-th poll on."""
+    seen = [0]
+
+    def stop() -> bool:
+        seen[0] += 1
+        return seen[0] > polls
+
+    return stop
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ The data are the reference simulator's (``tests/distributed/datafiles.py``); see
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from physnode.cli.app import app
 from physnode.data.fitfile import read_fit
 from physnode.fit.shared import fit_shared
 from tests.distributed.datafiles import MASSES, write_data
+from tests.distributed.launch import stop_after
 from tests.distributed.test_torchrun import fit_files, torchrun
 
 HYBRID = ["--model", "hybrid", "--correction", "field", "--shared", "correction"]
@@ -31,14 +33,16 @@ def drag_files(directory: Path, *stems: str) -> list[str]:
     return [f"{s}.h5" for s in stems]
 
 
-def one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str):
-    """The same command in this process (no torchrun), L-BFGS shortened as the launches are."""
+def one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str, stop=None):
+    """The same command in this process (no torchrun), L-BFGS shortened as the launches are;
+    ``stop`` in the place of Ctrl-C's ``should_stop``, when given."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(
-        cli_shared, "_fit_shared_seam",
-        lambda: lambda data, settings, *a, **k: fit_shared(data, {**settings, "lbfgs_steps": 5},
-                                                           *a, **k),
-    )  # fmt: skip
+
+    def fit(data, settings, *a, **k):
+        return fit_shared(data, {**settings, "lbfgs_steps": 5}, *a,
+                          **{**k, **({"should_stop": stop} if stop else {})})  # fmt: skip
+
+    monkeypatch.setattr(cli_shared, "_fit_shared_seam", lambda: fit)
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     return CliRunner().invoke(app, ["fit", *args])
@@ -122,7 +126,7 @@ def test_what_a_shared_run_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     write_data(tmp_path / "b.h5", MASSES["b"], G=1.2, record_G=False)
     cases = [
         (["a.h5", *G_ONLY], "give two or more"),
-        (["a.h5", "b.h5", *G_ONLY, "--resume", "x.h5"], "not resumable yet"),
+        (["a.h5", "b.h5", *G_ONLY, "--resume", "x.h5"], "resumes when the same command"),
     ]
     for args, said in cases:
         result = one_process(tmp_path, monkeypatch, *args)
@@ -134,3 +138,49 @@ def test_what_a_shared_run_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     plain = one_process(tmp_path, monkeypatch, "a.h5", "b.h5", "--learn", "G", "-o", "out")
     assert plain.exit_code == 1
     assert "is a member of a shared fit" in " ".join(plain.output.split())
+
+
+def test_a_stopped_shared_run_resumes_when_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """~5 s. Stopped after 3 steps: exit 130, each file's fit file written as stopped (its
+    share of the state in it), and one line saying to rerun; the rerun goes on from there and
+    writes the files an uninterrupted run writes."""
+    write_data(tmp_path / "a.h5", MASSES["a"], G=1.2, record_G=False)
+    write_data(tmp_path / "b.h5", MASSES["b"], 45, G=1.2, record_G=False)
+    args = ["a.h5", "b.h5", "--learn", "G,velocities", "--shared", "G", "--epochs", "6"]
+    stopped = one_process(tmp_path, monkeypatch, *args, "-o", "out", stop=stop_after(3))
+    assert stopped.exit_code == 130, stopped.output
+    said = " ".join(stopped.output.split())
+    assert "2 interrupted of 2 files" in said and "rerun the same command to resume" in said
+    for stem in "ab":
+        record = read_fit(tmp_path / "out" / f"{stem}.fit.h5")
+        assert record.interrupted and record.state["kind/auto/phase_step"] == 3
+    assert fit_files(tmp_path / "out") == ["a.fit.h5", "b.fit.h5"]  # no temporary file left
+    again = one_process(tmp_path, monkeypatch, *args, "-o", "out")
+    assert again.exit_code == 0 and "2 fitted of 2 files" in " ".join(again.output.split())
+    whole = one_process(tmp_path, monkeypatch, *args, "-o", "whole")
+    assert whole.exit_code == 0, whole.output
+    assert_same_fits(tmp_path / "whole", tmp_path / "out", "ab")
+    assert not read_fit(tmp_path / "out" / "a.fit.h5").interrupted
+
+
+@pytest.mark.slow  # ~15 s: a 2-rank launch stopped, resumed in one process, and the whole fit
+def test_stopped_on_two_ranks_resumed_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop on rank 0 stops both ranks after the same step; the state the two ranks wrote
+    (each its files') resumes in one process to the fit one process makes uninterrupted."""
+    args = [*drag_files(tmp_path, "a", "b", "c"), *HYBRID, "--epochs", "8"]
+    done = torchrun(tmp_path, *args, "-o", "out", PHYSNODE_TEST_STOP_AFTER="5")
+    # torchrun exits 1 when a worker fails; the worker's own 130 (stopped) is in its report
+    assert done.returncode != 0 and re.search(r"exitcode\s*:\s*130", done.stderr), done.stderr
+    assert "3 interrupted of 3 files" in " ".join(done.stdout.split())
+    steps = {read_fit(tmp_path / "out" / f"{s}.fit.h5").state["kind/field/phase_step"]
+             for s in "abc"}  # fmt: skip
+    assert steps == {5}  # every rank stopped after the same step
+    again = one_process(tmp_path, monkeypatch, *args, "-o", "out")
+    assert again.exit_code == 0, again.output
+    whole = one_process(tmp_path, monkeypatch, *args, "-o", "whole")
+    assert whole.exit_code == 0, whole.output
+    assert_same_fits(tmp_path / "whole", tmp_path / "out", "abc")

@@ -128,9 +128,12 @@ def test_files_that_cannot_take_part(tmp_path: Path) -> None:
         fit_shared([data[0], (5, two)], {"learn": ("G",)}, ("G",))
 
 
-def test_a_stop_ends_the_fit_with_no_result(tmp_path: Path) -> None:
+def test_a_stop_before_the_first_step_leaves_the_start_resumable(tmp_path: Path) -> None:
     run = fit_shared(g_files(tmp_path), {"learn": ("G",)}, ("G",), should_stop=lambda: True)
-    assert run.interrupted and not run.fitters
+    assert run.interrupted and sorted(run.fitters) == [0, 1, 2]
+    for fitter in run.fitters.values():
+        assert fitter.interrupted_ and fitter.state_["kind/auto/phase_step"] == 0
+        assert float(fitter.params_["G"]) == 1.0  # the start: no step was taken
 
 
 @pytest.mark.parametrize(
