@@ -24,7 +24,7 @@ import scipy.optimize
 import torch
 
 from physnode.errors import SolverError
-from physnode.fit.objective import Objective
+from physnode.fit.objective import Objective, StepBudget
 from physnode.fit.problem import FitProblem
 from physnode.fit.uncertainty import covariance_sigma
 from physnode.solver import sensitivities
@@ -170,6 +170,9 @@ class _Residuals:
         self.index = prob.index
         self.kinds = _kinds(prob)
         self.evaluations = 0
+        # the finish's own budget (its tolerances differ from the fit's): the first point,
+        # the fit's result, sets it
+        self.budget = StepBudget()
         # the points solved so far (a few: the start, the last trials), so that no point is
         # solved twice (the start's cost is read again at the end)
         self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
@@ -190,14 +193,19 @@ class _Residuals:
         self.evaluations += 1
         prob, obj = self.prob, self.objective
         t = torch.as_tensor(prob.times[: self.m], dtype=torch.float64, device=obj.device)
+        y0 = prob.start().detach()
+        key = self.budget.key(y0, t, FINISH_RTOL, FINISH_ATOL)
+        limit = self.budget.limit(key)  # a trial past the fit's STEP_BUDGET is rejected
         try:
             sens = sensitivities(
-                prob.model, prob.start().detach(), t, rtol=FINISH_RTOL, atol=FINISH_ATOL,
-                method=FINISH_METHOD, params=self.space.raws, wrt_y0=self.space.free is not None,
+                prob.model, y0, t, rtol=FINISH_RTOL, atol=FINISH_ATOL, method=FINISH_METHOD,
+                params=self.space.raws, wrt_y0=self.space.free is not None,
+                options=None if limit is None else {"max_steps": limit},
             )  # fmt: skip
         except SolverError:  # a trial the model cannot integrate: a huge residual rejects it
             shape = (self.m, len(self.index))
             return np.full(shape, 1e100), np.zeros((*shape, len(x)))
+        self.budget.record(key, sens.stats)
         r = sens.ys[:, self.index] - prob.observed[: self.m]
         jac = _columns(sens.jac, self.space)[:, :, self.index]  # (m, P, M)
         return r.cpu().numpy(), jac.permute(0, 2, 1).cpu().numpy()

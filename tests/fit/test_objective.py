@@ -81,3 +81,37 @@ def test_the_budget_leaves_room_for_a_fit_started_far_off():
         sol = solve(problem.model, problem.start().detach(), t, rtol=1e-7, atol=1e-9)
         counts.append(sol.stats.n_accepted + sol.stats.n_rejected)
     assert max(counts) / min(counts) < STEP_BUDGET / 4  # 4x head-room on the documented 20x
+
+
+def test_the_least_squares_finish_rejects_a_trial_over_the_budget(monkeypatch):
+    # the finish's Levenberg-Marquardt trials get the same budget (on its own tolerances):
+    # with the budget cut to 2x the first point's attempts (floor 10), masses 2.5x the
+    # start (3x the steps over this quarter period, measured) are rejected as a huge residual,
+    # while the
+    # same trial solved without a reference is an ordinary finite one: the budget acted
+    from physnode.fit import least_squares
+
+    monkeypatch.setattr("physnode.fit.objective.STEP_BUDGET", 2)
+    monkeypatch.setattr("physnode.fit.objective.MIN_STEP_BUDGET", 10)
+    t = np.linspace(0.0, FIGURE_EIGHT_PERIOD / 4, 10)
+    q0, v0 = reference.FIGURE_EIGHT_POSITIONS, reference.FIGURE_EIGHT_VELOCITIES
+    data = reference.to_trajectory(reference.simulate((1.0, 1.0, 1.0), q0, v0, t))
+    problem = Fitter(epochs=0, lbfgs_steps=0, init_masses=[1.2, 0.9, 1.1])._set_up(data, None)
+    objective = Objective(problem, method="dop853", rtol=1e-8, atol=1e-10, grad="aca", device="cpu")
+
+    def residuals():
+        space = least_squares._Space(problem)
+        return space, least_squares._Residuals(objective, space)
+
+    space, budgeted = residuals()
+    x0 = space.get()
+    first, _ = budgeted.raw(x0)
+    assert np.all(np.abs(first) < 1.0)  # the first point: an ordinary solve, the reference
+    trial = x0.copy()
+    n = len(space.raws[0].reshape(-1))  # the masses' raw (softplus) values come first
+    trial[:n] = np.log(np.expm1(2.5 * np.logaddexp(0.0, x0[:n])))
+    refused, _ = budgeted.raw(trial)
+    assert np.all(refused == 1e100)  # the finish's rejection marker
+    _, fresh = residuals()
+    plain, _ = fresh.raw(trial)  # no reference yet: the same trial is solved in full
+    assert np.all(np.isfinite(plain)) and np.abs(plain).max() < 1e100
