@@ -22,6 +22,7 @@ Models per case: physics-only (``model="physics"``) and ``model="hybrid"`` with 
 
     python benchmarks/hybrid.py            # full run (~3 min on 2 CPU cores)
     python benchmarks/hybrid.py --quick    # smoke run (~1 min)
+    python benchmarks/hybrid.py --corrections field --penalties 0,1   # with/without a penalty
 
 Every fit runs under a wall-clock limit (``--fit-limit``): the Fitter is stopped cleanly
 through ``should_stop`` and the row is marked ``stopped``.
@@ -199,8 +200,10 @@ def configs(args) -> list[tuple[str, dict]]:
                 "lbfgs_steps": args.lbfgs_steps}  # fmt: skip
     out = [("physics", {"model": "physics", **settings})]
     for kind in args.corrections:
-        out.append((f"hybrid {kind}", {"model": "hybrid", "correction": kind,
-                                       "refit_symbolic": True, **settings}))  # fmt: skip
+        for weight in args.penalties:
+            name = f"hybrid {kind}" + (f" penalty {weight:g}" if weight else "")
+            out.append((name, {"model": "hybrid", "correction": kind, "refit_symbolic": True,
+                               "correction_penalty": weight, **settings}))  # fmt: skip
     return out
 
 
@@ -300,6 +303,9 @@ def main() -> None:
                         help=f"comma-separated cases (default all: {','.join(CASES)})")  # fmt: skip
     parser.add_argument("--corrections", default="field,mlp",
                         help="hybrid correction kinds (comma-separated)")  # fmt: skip
+    parser.add_argument("--penalties", default="0",
+                        help="correction_penalty weights tried for each hybrid kind "
+                        "(comma-separated; default 0: none)")  # fmt: skip
     parser.add_argument("--fit-limit", type=float, default=120.0,
                         help="wall-clock seconds per fit (default 120)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=60)
@@ -325,6 +331,7 @@ def main() -> None:
     args.learn = tuple(x for x in args.learn.split(",") if x)
     args.cases = [c for c in args.cases.split(",") if c]
     args.corrections = [c for c in args.corrections.split(",") if c]
+    args.penalties = [float(w) for w in args.penalties.split(",") if w]
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")

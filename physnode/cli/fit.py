@@ -142,6 +142,15 @@ EnsembleOpt = Annotated[
         callback=lambda value: _check_setting("ensemble", value),
     ),
 ]
+CorrectionPenalty = Annotated[
+    float,
+    typer.Option(
+        help="Hybrid: weight of the correction's size (mean squared, relative to the physics "
+        "along the fit) in the loss, so the network explains only what the physics cannot; "
+        f"{_given_constraint('correction_penalty').describe()}; 0: none (docs/FITTING.md).",
+        callback=lambda value: _check_setting("correction_penalty", value),
+    ),
+]
 Resume = Annotated[Path | None, typer.Option(help="Continue the fit stored in this fit file.")]
 SharedOpt = Annotated[
     str | None,
@@ -447,6 +456,7 @@ def fit_command(
     refit_symbolic: RefitSymbolic = DEFAULT["refit_symbolic"],
     validation: Validation = DEFAULT["validation"],
     ensemble: EnsembleOpt = DEFAULT["ensemble"],
+    correction_penalty: CorrectionPenalty = DEFAULT["correction_penalty"],
     seed: Seed = DEFAULT["seed"],
     device: Device = DEFAULT["device"],
     output: Output = None,

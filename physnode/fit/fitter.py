@@ -100,6 +100,11 @@ class Fitter:
             its member), 0 for a single fit (a physics model's few parameters, and a
             network's correction and the law read from it, are best determined by all the
             data); 0: none.
+        correction_penalty: for ``model="hybrid"``: the weight of the correction's size,
+            ``mean |correction|² / mean |physics|²`` along the fitted trajectory
+            (:mod:`physnode.fit.penalty`), added to the loss so the network explains only
+            what the physics cannot; 0 (default): none. In units of the misfit (the mean
+            squared scaled residual): see docs/FITTING.md for what a weight means.
         ensemble: for models with a network: ``K`` fits from seeds ``seed .. seed + K - 1``
             (:mod:`physnode.fit.ensemble`; for each kind ``"auto"`` tries); the member with
             the lowest validation RMSE is reported, the spread of the members of its kind is
@@ -146,6 +151,7 @@ class Fitter:
         "train_until": Optional(Interval(float, None, None)),
         "validation": Optional(Interval(float, 0, 1, closed="left")),
         "ensemble": Interval(int, 1, None),
+        "correction_penalty": Interval(float, 0, None),
         "seed": Interval(int, None, None),
     }
 
@@ -173,6 +179,7 @@ class Fitter:
         refit_symbolic: bool = False,
         validation: float | None = None,
         ensemble: int = 1,
+        correction_penalty: float = 0.0,
     ) -> None:
         self.model = model
         self.learn = tuple(learn)
@@ -196,6 +203,7 @@ class Fitter:
         self.refit_symbolic = bool(refit_symbolic)
         self.validation = validation
         self.ensemble = ensemble
+        self.correction_penalty = correction_penalty
 
     # -- settings ------------------------------------------------------------------------
     def _check_settings(self) -> None:
@@ -218,6 +226,11 @@ class Fitter:
             raise InvalidInputError(
                 "ensemble is for models with a network (seeds change only its starting "
                 "weights); a physics fit from the same start is the same fit every time"
+            )
+        if self.correction_penalty and self.model != "hybrid":
+            raise InvalidInputError(
+                f"correction_penalty is for model='hybrid' (it weighs the correction's size); "
+                f"the {self.model!r} model has no correction (leave it at 0)"
             )
         if self.correction != AUTO and self.model != "hybrid":
             raise InvalidInputError(
@@ -256,6 +269,7 @@ class Fitter:
             "refit_symbolic": self.refit_symbolic,
             "validation": None if self.validation is None else float(self.validation),
             "ensemble": int(self.ensemble),
+            "correction_penalty": float(self.correction_penalty),
             # a member of a shared fit (physnode.fit.shared): what its files share
             **(getattr(self, "shared_", None) or {}),
         }
@@ -398,7 +412,7 @@ class Fitter:
         self.correction_ = prob.correction
         self._objective = Objective(
             prob, method=self.method, rtol=self.rtol, atol=self.atol, grad=self.grad,
-            device=self.device,
+            device=self.device, penalty=float(self.correction_penalty),
         )  # fmt: skip
         self.model_ = prob.model
         self.train_until_ = float(prob.times[prob.n_train - 1])

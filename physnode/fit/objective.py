@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from physnode.errors import MaxStepsReachedError
+from physnode.fit.penalty import correction_size
 from physnode.fit.problem import FitProblem
 from physnode.solver import api
 from physnode.solver.api import PER_SAMPLE_GRADS
@@ -58,6 +59,8 @@ class Objective:
         problem: the model, its start and the observations.
         method, rtol, atol, grad: the solver's method, tolerances and gradient method.
         device: where the time grids are made (that of the problem's tensors).
+        penalty: the weight of the correction's size (:mod:`physnode.fit.penalty`) in the
+            loss; 0: none.
     """
 
     problem: FitProblem
@@ -66,6 +69,7 @@ class Objective:
     atol: float
     grad: str
     device: str
+    penalty: float = 0.0
     budget: StepBudget = field(default_factory=StepBudget, compare=False, repr=False)
 
     def integrate(
@@ -128,5 +132,14 @@ class Objective:
         return self.problem.residual(ys, m)
 
     def loss(self, m: int) -> torch.Tensor:
-        """Mean squared scaled misfit over the first ``m`` data times (a scalar)."""
-        return self.residual(self.solve(m), m).square().mean()
+        """Mean squared scaled misfit over the first ``m`` data times plus the penalty on
+        the correction's size along them (a scalar)."""
+        ys = self.solve(m)
+        return self.residual(ys, m).square().mean() + self.correction_term(ys)
+
+    def correction_term(self, ys: torch.Tensor) -> torch.Tensor | float:
+        """``penalty`` times the correction's size at the solved states ``ys`` ``(..., D)``
+        (held fixed: the penalty moves the correction, not the trajectory); 0 without one."""
+        if not self.penalty:
+            return 0.0
+        return self.penalty * correction_size(self.problem, ys.detach())

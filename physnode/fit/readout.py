@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from physnode.fit.penalty import correction_parts
 from physnode.fit.problem import FitProblem
 from physnode.models.discovery import Discovery, discover_particles, discover_state
 from physnode.models.registry import CORRECTIONS
@@ -23,6 +24,7 @@ def discovered_law(prob: FitProblem, states: np.ndarray) -> Discovery | None:
     if system is None or prob.correction is None or getattr(model, "correction", None) is None:
         return None
     correction, physics = _correction(prob, states)
+    # the square root of physnode.fit.penalty.correction_size, the quantity a penalty weighs
     size = float(np.sqrt(np.mean(correction**2)) / max(np.sqrt(np.mean(physics**2)), 1e-300))
     return dataclasses.replace(_law(prob, states, correction), relative_size=size)
 
@@ -42,18 +44,10 @@ def _law(prob: FitProblem, states: np.ndarray, correction: np.ndarray) -> Discov
 
 
 def _correction(prob: FitProblem, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The correction's part of the derivative at ``states`` and the physics' part: each
-    ``(T, D/2)`` (the accelerations) for second-order systems, else ``(T, D)``. The
-    correction is model minus physics, both at the first data time, so it needs nothing of
-    the correction but that it depends on the state alone."""
+    """The correction's and the physics' parts of the derivative at ``states``
+    (:func:`~physnode.fit.penalty.correction_parts`), as float64 arrays."""
     start = prob.start()
     y = torch.as_tensor(states, dtype=start.dtype, device=start.device)
-    t = torch.tensor(float(prob.times[0]), dtype=start.dtype, device=start.device)
     with torch.no_grad():
-        physics = prob.system(t, y)
-        extra = (prob.model(t, y) - physics).cpu().numpy().astype(np.float64)
-        physics = physics.cpu().numpy().astype(np.float64)
-    if prob.system.second_order:
-        half = states.shape[-1] // 2
-        return extra[:, half:], physics[:, half:]
-    return extra, physics
+        extra, physics = correction_parts(prob, y)
+    return extra.cpu().numpy().astype(np.float64), physics.cpu().numpy().astype(np.float64)

@@ -532,7 +532,10 @@ class _JointLoss:
                 continue
             h = self.horizon(info, m)
             objective = fitter._objective
-            term = objective.residual(objective.solve(h), h).square().sum()
+            ys = objective.solve(h)
+            # the penalty per residual, as in one file's mean loss
+            term = objective.residual(ys, h).square().sum()
+            term = term + h * info.width * objective.correction_term(ys)
             total = term if total is None else total + term
         if total is None:
             return 0.0

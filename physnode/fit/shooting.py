@@ -69,7 +69,7 @@ class Shooting:
         if state_scale.shape[-1] != gap.shape[-1]:
             state_scale = torch.ones(gap.shape[-1], dtype=gap.dtype, device=gap.device)
         continuity = (gap / state_scale).square().mean()
-        return torch.stack(misfit).mean() + continuity
+        return torch.stack(misfit).mean() + continuity + self.objective.correction_term(ys)
 
     def after_step(self) -> None:
         """Move the segment starts (after the main optimiser's step)."""

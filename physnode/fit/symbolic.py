@@ -88,7 +88,7 @@ def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray):
     settings = {
         k: v for k, v in hybrid.settings_.items()
         if k not in ("model", "correction", "terms", "init_coefficients", "init_masses",
-                     "refit_symbolic", "hidden", "learn")
+                     "refit_symbolic", "hidden", "learn", "correction_penalty")
     }  # fmt: skip
     settings["learn"] = tuple(hybrid.learn)
     # no Adam or L-BFGS: from the readout, the Levenberg–Marquardt finish (exact Jacobian) does

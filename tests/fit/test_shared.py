@@ -15,6 +15,7 @@ from physnode.data import Trajectory, read_trajectory
 from physnode.errors import DataError, InvalidInputError
 from physnode.fit import Fitter
 from physnode.fit import shared as shared_fit
+from physnode.fit.penalty import correction_size
 from physnode.fit.shared import check_shared, fit_shared, parse_shared
 from tests.distributed.datafiles import MASSES, write_data
 
@@ -85,6 +86,33 @@ def test_joint_loss_and_gradient(tmp_path: Path) -> None:
     fd = (at(raw + h) - at(raw - h)) / (2 * h)
     # central difference: truncation ~h² = 1e-8 relative, solver noise 1e-12 / 1e-4 = 1e-8
     assert grad == pytest.approx(fd, rel=1e-6)
+
+
+def test_the_joint_loss_weighs_each_file_s_correction_penalty(tmp_path: Path) -> None:
+    """~2 s. With a correction penalty the joint loss is still the residual-weighted mean of
+    the files' own losses, each misfit plus the weighted size of the one shared correction
+    along that file's trajectory (physnode.fit.penalty)."""
+    data = drag_files(tmp_path)
+    settings = {"model": "hybrid", "correction": "field", "correction_penalty": 0.5}
+    setup = shared_fit._set_up(data, settings, ("correction",), shared_fit.distributed.World())
+    torch.manual_seed(1)
+    with torch.no_grad():  # the zero-initialised shared network made to correct something
+        for p in setup.fitters[0]._prob.model.correction.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    n = 20
+    value = float(setup.loss.loss(n).detach())
+    parts = []
+    for info in setup.loss.infos:
+        fitter = setup.fitters[info.index]
+        m = setup.loss.horizon(info, m=n)
+        ys = fitter._objective.solve(m).detach()
+        misfit = float(fitter._objective.residual(ys, m).square().mean())
+        size = float(correction_size(fitter._prob, ys).detach())
+        assert size > 1e-6  # every file sees the shared, non-zero correction
+        parts.append((misfit + 0.5 * size, m * info.width))
+    expected = sum(v * w for v, w in parts) / sum(w for _, w in parts)
+    # the same solves and sums in another order: round-off only
+    assert value == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.slow  # ~15 s: a hybrid fit of three files and three physics fits
