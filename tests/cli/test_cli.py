@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,22 @@ def test_version_and_help() -> None:
     assert result.exit_code == 0, result.output
     for command in ("simulate", "systems", "info", "plot"):
         assert command in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "stream", "text"),
+    [(["--version"], 0, "stdout", "physnode "), (["simulate", "no-such"], 1, "stderr", "no-such")],
+)
+def test_a_rank_under_torchrun_ends_with_the_command_s_status_and_its_output_flushed(
+    args: list[str], code: int, stream: str, text: str
+) -> None:
+    """With WORLD_SIZE > 1 the console script ends with os._exit, which flushes nothing
+    itself: the status and the printed text must still come out."""
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+    cmd = [sys.executable, "-c", "from physnode.cli.app import main; main()", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert text in getattr(done, stream)
 
 
 def test_default_three_body_run_is_accurate() -> None:
