@@ -22,7 +22,7 @@ Models per case: physics-only (``model="physics"``) and ``model="hybrid"`` with 
 
     python benchmarks/hybrid.py            # full run (~3 min on 2 CPU cores)
     python benchmarks/hybrid.py --quick    # smoke run (~1 min)
-    python benchmarks/hybrid.py --corrections field --penalties 0,1   # with/without a penalty
+    python benchmarks/hybrid.py --corrections field --penalties 0,1,auto   # penalty or not
 
 Every fit runs under a wall-clock limit (``--fit-limit``): the Fitter is stopped cleanly
 through ``should_stop`` and the row is marked ``stopped``.
@@ -201,7 +201,8 @@ def configs(args) -> list[tuple[str, dict]]:
     out = [("physics", {"model": "physics", **settings})]
     for kind in args.corrections:
         for weight in args.penalties:
-            name = f"hybrid {kind}" + (f" penalty {weight:g}" if weight else "")
+            label = weight if isinstance(weight, str) else f"{weight:g}"
+            name = f"hybrid {kind}" + (f" penalty {label}" if weight else "")
             out.append((name, {"model": "hybrid", "correction": kind, "refit_symbolic": True,
                                "correction_penalty": weight, **settings}))  # fmt: skip
     return out
@@ -305,7 +306,7 @@ def main() -> None:
                         help="hybrid correction kinds (comma-separated)")  # fmt: skip
     parser.add_argument("--penalties", default="0",
                         help="correction_penalty weights tried for each hybrid kind "
-                        "(comma-separated; default 0: none)")  # fmt: skip
+                        "(comma-separated numbers or auto; default 0: none)")  # fmt: skip
     parser.add_argument("--fit-limit", type=float, default=120.0,
                         help="wall-clock seconds per fit (default 120)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=60)
@@ -331,7 +332,7 @@ def main() -> None:
     args.learn = tuple(x for x in args.learn.split(",") if x)
     args.cases = [c for c in args.cases.split(",") if c]
     args.corrections = [c for c in args.corrections.split(",") if c]
-    args.penalties = [float(w) for w in args.penalties.split(",") if w]
+    args.penalties = [w if w == "auto" else float(w) for w in args.penalties.split(",") if w]
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")

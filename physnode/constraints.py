@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from physnode.errors import InvalidInputError
 
-__all__ = ["Boolean", "Constraint", "Interval", "Optional", "Options", "validate"]
+__all__ = ["AnyOf", "Boolean", "Constraint", "Interval", "Optional", "Options", "validate"]
 
 
 class Constraint:
@@ -122,6 +122,22 @@ class Optional(Constraint):
         if value is None or (self.inf_ok and value == math.inf and not isinstance(value, bool)):
             return True
         return self.inner.accepts(value)
+
+
+@dataclass(frozen=True)
+class AnyOf(Constraint):
+    """What any of ``parts`` accepts, e.g. ``"auto"`` or a number."""
+
+    parts: tuple[Constraint, ...]
+
+    def __init__(self, *parts: Constraint) -> None:
+        object.__setattr__(self, "parts", parts)
+
+    def describe(self) -> str:
+        return " or ".join(part.describe() for part in self.parts)
+
+    def accepts(self, value: Any) -> bool:
+        return any(part.accepts(value) for part in self.parts)
 
 
 def validate(

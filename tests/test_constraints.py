@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from physnode.constraints import Boolean, Interval, Optional, Options, validate
+from physnode.constraints import AnyOf, Boolean, Interval, Optional, Options, validate
 from physnode.errors import InvalidInputError
 
 
@@ -21,6 +21,7 @@ from physnode.errors import InvalidInputError
         (Boolean(), [True, False], [0, 1, "yes", None]),
         (Optional(Interval(float, 0, None, closed="neither")), [None, 1.0], [0.0, math.inf]),
         (Optional(Interval(float, 0, None, closed="neither"), inf_ok=True), [math.inf], [-1.0]),
+        (AnyOf(Options(("auto",)), Interval(float, 0, None)), ["auto", 0, 0.5], ["a", -1, None]),
     ],
 )
 def test_accepts_and_refuses(constraint, good, bad) -> None:

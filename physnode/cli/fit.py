@@ -53,6 +53,7 @@ from physnode.errors import InvalidInputError, PhysnodeError
 from physnode.fit import Fitter, many
 from physnode.fit.fitter import element_labels
 from physnode.fit.many import FileResult, Job, Prior, Status
+from physnode.fit.penalty import CHOICES as PENALTY_CHOICES
 from physnode.fit.shared import SETTING as SHARED_SETTING
 from physnode.fit.shared import SHARED_NETWORK
 from physnode.models import AUTO_PARTICLE_KINDS
@@ -70,6 +71,14 @@ def _given_constraint(name: str) -> Constraint:
     (an ``Optional`` one's inner constraint: not giving the option is its ``None``)."""
     constraint = Fitter.CONSTRAINTS[name]
     return constraint.inner if isinstance(constraint, OptionalConstraint) else constraint
+
+
+def _number_or_word(text: str | float) -> float | str:
+    """``"0.5"`` -> 0.5; a word (``"auto"``) stays a word for the constraint to judge."""
+    try:
+        return float(text)
+    except ValueError:
+        return str(text)
 
 
 def _check_setting(name: str, value: Any) -> Any:
@@ -143,12 +152,14 @@ EnsembleOpt = Annotated[
     ),
 ]
 CorrectionPenalty = Annotated[
-    float,
+    str,
     typer.Option(
         help="Hybrid: weight of the correction's size (mean squared, relative to the physics "
         "along the fit) in the loss, so the network explains only what the physics cannot; "
-        f"{_given_constraint('correction_penalty').describe()}; 0: none (docs/FITTING.md).",
-        callback=lambda value: _check_setting("correction_penalty", value),
+        f"{_given_constraint('correction_penalty').describe()}; 0: none; auto: one fit per "
+        f"weight of {list(PENALTY_CHOICES)}, the lowest validation RMSE kept "
+        "(docs/FITTING.md).",
+        callback=lambda value: _check_setting("correction_penalty", _number_or_word(value)),
     ),
 ]
 Resume = Annotated[Path | None, typer.Option(help="Continue the fit stored in this fit file.")]
@@ -358,14 +369,17 @@ def _result_table(fitter: Any, data: Trajectory, out: Path, title: str) -> Table
 
 
 def _add_candidates(table: Table, candidates: Any) -> None:
-    """A row for ``correction="auto"``: the kind chosen, by which RMSE, and every member's."""
+    """A row for ``correction="auto"`` / ``correction_penalty="auto"``: the kind (and weight)
+    chosen, by which RMSE, and every member's."""
     if candidates is None:
         return
     rmse = candidates.validation_rmse if candidates.score == "validation" else candidates.train_rmse
-    each = ", ".join(
-        f"{kind} {x:.2e}" for kind, x in zip(candidates.corrections, rmse, strict=True)
-    )
-    chosen = candidates.corrections[candidates.best]
+    weights = getattr(candidates, "penalties", None)
+    labels = list(candidates.corrections)
+    if weights is not None and len(set(np.asarray(weights).tolist())) > 1:
+        labels = [f"{kind} w={w:g}" for kind, w in zip(labels, weights, strict=True)]
+    each = ", ".join(f"{label} {x:.2e}" for label, x in zip(labels, rmse, strict=True))
+    chosen = labels[candidates.best]
     table.add_row("correction", Text(f"{chosen} (lowest {candidates.score} RMSE: {each})"), "", "")
 
 
@@ -456,7 +470,7 @@ def fit_command(
     refit_symbolic: RefitSymbolic = DEFAULT["refit_symbolic"],
     validation: Validation = DEFAULT["validation"],
     ensemble: EnsembleOpt = DEFAULT["ensemble"],
-    correction_penalty: CorrectionPenalty = DEFAULT["correction_penalty"],
+    correction_penalty: CorrectionPenalty = str(DEFAULT["correction_penalty"]),
     seed: Seed = DEFAULT["seed"],
     device: Device = DEFAULT["device"],
     output: Output = None,

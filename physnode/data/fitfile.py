@@ -27,9 +27,10 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
         ensemble                 +best: an ensemble fit's members (ensemble > 1 only)
             seeds (K,)  train_rmse (K,)  validation_rmse (K,)  extrapolation_rmse (K,)
             spread (T, D)  params/<name> (K, *shape)
-        candidates               +best, +score: the kinds correction="auto" tried
-            corrections (M,)  seeds (M,)  train_rmse (M,)  validation_rmse (M,)
-            extrapolation_rmse (M,)
+        candidates               +best, +score: the kinds correction="auto" and the
+                                 weights correction_penalty="auto" tried
+            corrections (M,)  seeds (M,)  penalties (M,)  train_rmse (M,)
+            validation_rmse (M,)  extrapolation_rmse (M,)
         state/<k1>/<k2>/...      the resumable state; flat key "a/b/c" -> nested path
         observed/time (T,), position (T, N, D), velocity, mass (N,), state (T, S)
 
@@ -117,8 +118,10 @@ class FitRecord:
         ensemble: an ensemble fit's ``best``, ``seeds``, ``train_rmse``,
             ``validation_rmse``, ``extrapolation_rmse`` (each ``(K,)``), ``spread``
             ``(T, D)`` and ``params`` (``{name: (K, *shape)}``); ``None`` otherwise.
-        candidates: the members ``correction="auto"`` fitted to choose the kind:
-            ``corrections`` (list of str), ``seeds``, ``train_rmse``, ``validation_rmse``,
+        candidates: the members fitted to choose the kind (``correction="auto"``) or the
+            penalty weight (``correction_penalty="auto"``): ``corrections`` (list of str),
+            ``seeds``, ``penalties`` (0 in files from before the weight could be chosen),
+            ``train_rmse``, ``validation_rmse``,
             ``extrapolation_rmse`` (each ``(M,)``), ``best``, ``score`` (``"validation"`` or
             ``"train"``: which RMSE chose); ``None`` for other fits.
     """
@@ -262,7 +265,8 @@ _CANDIDATE_ARRAYS = ("seeds", "train_rmse", "validation_rmse", "extrapolation_rm
 
 
 def _write_candidates(g: h5py.Group, candidates: Any) -> None:
-    """``/fit/candidates``, when ``correction="auto"`` chose among kinds."""
+    """``/fit/candidates``, when ``correction="auto"`` chose among kinds or
+    ``correction_penalty="auto"`` among weights."""
     if candidates is None:
         return
     c = g.create_group("candidates", track_order=True)
@@ -271,6 +275,10 @@ def _write_candidates(g: h5py.Group, candidates: Any) -> None:
     c.create_dataset("corrections", data=hdf5.string_array(list(candidates.corrections)))
     for name in _CANDIDATE_ARRAYS:
         c.create_dataset(name, data=np.asarray(getattr(candidates, name)))
+    penalties = getattr(candidates, "penalties", None)
+    if penalties is None:
+        penalties = np.zeros(len(candidates.seeds))
+    c.create_dataset("penalties", data=np.asarray(penalties, np.float64))
 
 
 def _read_candidates(c: Any) -> dict[str, Any] | None:
@@ -278,6 +286,9 @@ def _read_candidates(c: Any) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {name: c[name][()] for name in _CANDIDATE_ARRAYS}
     out["corrections"] = hdf5.strings(c["corrections"][()])
+    # files from before the weight could be chosen had no penalty: 0 for every member
+    held = c.get("penalties")
+    out["penalties"] = held[()] if held is not None else np.zeros(len(out["seeds"]))
     out["best"] = int(c.attrs["best"])
     out["score"] = str(hdf5.python_value(c.attrs["score"]))
     return out

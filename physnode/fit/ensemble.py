@@ -3,11 +3,12 @@
 A member is one fit of the model from a :class:`Variant`: its network seed and its kind of
 correction. ``ensemble=K`` fits ``K`` members from seeds ``seed .. seed + K - 1``;
 ``correction="auto"`` on particle data fits them for each kind of
-:data:`~physnode.models.AUTO_PARTICLE_KINDS`. The reported model is the member with the lowest
+:data:`~physnode.models.AUTO_PARTICLE_KINDS`, ``correction_penalty="auto"`` for each weight of
+:data:`~physnode.fit.penalty.CHOICES`. The reported model is the member with the lowest
 validation RMSE (the training RMSE without a validation window): one model, so its
 prediction, network, discovered law and symbolic refit belong together (the mean of ``K``
 trajectories of a chaotic system is no trajectory of any model). The members of the reported
-member's kind form the ensemble: their spread, the standard deviation over members of the
+member's kind and weight form the ensemble: their spread, the standard deviation over members of the
 predicted state at every data time, is the extrapolation uncertainty; the physical parameters'
 σ combine the chosen member's σ with the members' standard deviation in quadrature (under
 hidden physics the networks absorb different parts of it, and the masses move with them).
@@ -34,25 +35,30 @@ RESULTS = (
     "params_", "uncertainties_", "undetermined_", "noise_", "warnings_", "history_",
     "train_rmse_", "validation_rmse_", "extrapolation_rmse_", "prediction_", "network_state_",
     "interrupted_", "train_until_", "fit_until_", "correction_", "model_", "discovered_",
+    "correction_penalty_",
     "_prob", "_objective", "_start_from_data",
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Variant:
-    """What makes one member: its network seed and its kind of correction (a name of
-    :data:`~physnode.models.CORRECTIONS`, or ``"auto"`` where there is one to choose from)."""
+    """What makes one member: its network seed, its kind of correction (a name of
+    :data:`~physnode.models.CORRECTIONS`, or ``"auto"`` where there is one to choose from) and
+    the weight of its correction penalty."""
 
     seed: int
     correction: str
+    penalty: float = 0.0
 
 
 @dataclass
 class Candidates:
-    """The members ``correction="auto"`` fitted to choose the kind, one entry each.
+    """The members fitted to choose the kind (``correction="auto"``) or the penalty weight
+    (``correction_penalty="auto"``), one entry each.
 
     Attributes:
-        corrections: each member's kind ``(M,)``; ``seeds`` ``(M,)``.
+        corrections: each member's kind ``(M,)``; ``seeds`` ``(M,)``; ``penalties`` each
+            member's correction penalty weight ``(M,)``.
         best: index of the reported member.
         score: which RMSE chose it: ``"validation"`` or ``"train"`` (no validation window).
         train_rmse, validation_rmse, extrapolation_rmse: per member ``(M,)`` (NaN: none).
@@ -65,6 +71,7 @@ class Candidates:
     train_rmse: np.ndarray
     validation_rmse: np.ndarray
     extrapolation_rmse: np.ndarray
+    penalties: np.ndarray | None = None
 
 
 @dataclass
@@ -113,6 +120,7 @@ def fit_members(
     for k, variant in enumerate(variants):
         member = copy.copy(fitter)
         member.seed, member.correction = variant.seed, variant.correction
+        member.correction_penalty = variant.penalty
         member.ensemble, member.refit_symbolic = 1, False
         member.validation = fitter.validation_  # the multi-fit's window, not a single fit's
         prefix = f"member/{k}/"
@@ -131,12 +139,14 @@ def fit_members(
     scores, basis = _scores(members)
     best = int(np.nanargmin(scores))
     kinds = [m.correction_ or v.correction for m, v in zip(members, variants, strict=True)]
-    if len(set(kinds)) > 1:
+    choices = [(kind, v.penalty) for kind, v in zip(kinds, variants, strict=True)]
+    if len(set(choices)) > 1:
         fitter.candidates_ = Candidates(
             tuple(kinds), np.array([v.seed for v in variants], dtype=np.int64), best, basis,
             *(np.array(col) for col in _rmses(members)),
+            penalties=np.array([v.penalty for v in variants], dtype=np.float64),
         )  # fmt: skip
-    same = [m for m, kind in zip(members, kinds, strict=True) if kind == kinds[best]]
+    same = [m for m, c in zip(members, choices, strict=True) if c == choices[best]]
     _copy(members[best], fitter)
     if len(same) > 1:
         fitter.ensemble_ = _combine(same)

@@ -16,12 +16,13 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from physnode.constraints import Constraint, Interval, Optional, Options
+from physnode.constraints import AnyOf, Constraint, Interval, Optional, Options
 from physnode.data import Trajectory
 from physnode.errors import InvalidInputError, SolverError
 from physnode.fit.ensemble import Variant, fit_members
 from physnode.fit.least_squares import least_squares_finish
 from physnode.fit.objective import Objective
+from physnode.fit.penalty import CHOICES as PENALTY_CHOICES
 from physnode.fit.problem import MODELS, OBSERVE, FitProblem, build_problem
 from physnode.fit.readout import discovered_law
 from physnode.fit.schedule import SCHEDULES, Cursor, Stopped, Training, adam_optimizer, plan
@@ -105,6 +106,9 @@ class Fitter:
             (:mod:`physnode.fit.penalty`), added to the loss so the network explains only
             what the physics cannot; 0 (default): none. In units of the misfit (the mean
             squared scaled residual): see docs/FITTING.md for what a weight means.
+            ``"auto"``: one member per weight of :data:`physnode.fit.penalty.CHOICES` (for
+            each kind and seed), the lowest validation RMSE kept (``candidates_``,
+            ``correction_penalty_``); needs a validation window (default 0.2 then).
         ensemble: for models with a network: ``K`` fits from seeds ``seed .. seed + K - 1``
             (:mod:`physnode.fit.ensemble`; for each kind ``"auto"`` tries); the member with
             the lowest validation RMSE is reported, the spread of the members of its kind is
@@ -122,9 +126,10 @@ class Fitter:
     ``extrapolation_rmse_``, ``prediction_`` (a Trajectory at every data time),
     ``network_state_``, ``state_`` (resumable), ``interrupted_``, ``wall_time_``,
     ``train_until_``, ``settings_``, ``model_``, ``correction_`` (the kind the hybrid model
-    used, ``"auto"`` resolved; ``None`` for the other models), ``candidates_`` (the kinds
-    ``"auto"`` tried and their RMSEs, a :class:`~physnode.fit.ensemble.Candidates`; else
-    ``None``), ``ensemble_``, ``discovered_`` (the law the
+    used, ``"auto"`` resolved; ``None`` for the other models), ``correction_penalty_`` (the
+    weight used, ``"auto"`` resolved), ``candidates_`` (the kinds and weights ``"auto"``
+    tried and their RMSEs, a :class:`~physnode.fit.ensemble.Candidates`; else ``None``),
+    ``ensemble_``, ``discovered_`` (the law the
     hybrid's correction learned, a :class:`~physnode.models.discovery.Discovery` read along
     the fitted training window; ``None`` for the other models or an interrupted fit),
     ``refit_`` (with ``refit_symbolic``: a :class:`~physnode.fit.symbolic.SymbolicRefit`,
@@ -151,7 +156,7 @@ class Fitter:
         "train_until": Optional(Interval(float, None, None)),
         "validation": Optional(Interval(float, 0, 1, closed="left")),
         "ensemble": Interval(int, 1, None),
-        "correction_penalty": Interval(float, 0, None),
+        "correction_penalty": AnyOf(Options((AUTO,)), Interval(float, 0, None)),
         "seed": Interval(int, None, None),
     }
 
@@ -179,7 +184,7 @@ class Fitter:
         refit_symbolic: bool = False,
         validation: float | None = None,
         ensemble: int = 1,
-        correction_penalty: float = 0.0,
+        correction_penalty: float | str = 0.0,
     ) -> None:
         self.model = model
         self.learn = tuple(learn)
@@ -232,6 +237,11 @@ class Fitter:
                 f"correction_penalty is for model='hybrid' (it weighs the correction's size); "
                 f"the {self.model!r} model has no correction (leave it at 0)"
             )
+        if self.correction_penalty == AUTO and self.validation == 0:
+            raise InvalidInputError(
+                "correction_penalty='auto' chooses the weight by the validation RMSE; give a "
+                "validation window (validation > 0, or leave it unset for 0.2)"
+            )
         if self.correction != AUTO and self.model != "hybrid":
             raise InvalidInputError(
                 f"correction={self.correction!r} is for model='hybrid'; the {self.model!r} "
@@ -269,7 +279,9 @@ class Fitter:
             "refit_symbolic": self.refit_symbolic,
             "validation": None if self.validation is None else float(self.validation),
             "ensemble": int(self.ensemble),
-            "correction_penalty": float(self.correction_penalty),
+            "correction_penalty": self.correction_penalty
+            if self.correction_penalty == AUTO
+            else float(self.correction_penalty),
             # a member of a shared fit (physnode.fit.shared): what its files share
             **(getattr(self, "shared_", None) or {}),
         }
@@ -286,10 +298,11 @@ class Fitter:
     @property
     def validation_(self) -> float:
         """The fraction of the training window held out: ``validation``, or its default when
-        ``None``: :data:`VALIDATION` for an ensemble, 0 for a single fit."""
+        ``None``: :data:`VALIDATION` for an ensemble or a chosen penalty, 0 for a single fit."""
         if self.validation is not None:
             return float(self.validation)
-        return VALIDATION if self.ensemble > 1 else 0.0
+        choosing = self.ensemble > 1 or self.correction_penalty == AUTO
+        return VALIDATION if choosing else 0.0
 
     # -- the fit -------------------------------------------------------------------------
     def fit(
@@ -320,6 +333,7 @@ class Fitter:
             return self._fit_members(data, variants, y0, progress, should_stop, resume,
                                      start_time)  # fmt: skip
         torch.manual_seed(self.seed)
+        self.correction_penalty_ = float(self.correction_penalty)
         prob = self._set_up(data, y0)
         self._start_from_data = y0 is None
         trainable = [p for p in self._modules_params() if p.requires_grad]
@@ -355,16 +369,27 @@ class Fitter:
         return self
 
     def _variants(self, data: Trajectory) -> list[Variant]:
-        """The members to fit: ``ensemble`` seeds for each kind of correction to try (the
-        kinds of :data:`~physnode.models.AUTO_PARTICLE_KINDS` for a hybrid with
-        ``correction="auto"`` on particle data, else the one given)."""
+        """The members to fit: ``ensemble`` seeds for each kind of correction and each
+        penalty weight to try (the kinds of :data:`~physnode.models.AUTO_PARTICLE_KINDS` for
+        a hybrid with ``correction="auto"`` on particle data, else the one given; the weights
+        of :data:`~physnode.fit.penalty.CHOICES` for ``correction_penalty="auto"``)."""
         choose = (
             self.model == "hybrid"
             and self.correction == AUTO
             and getattr(data, "positions", None) is not None
         )
         kinds = AUTO_PARTICLE_KINDS if choose else (self.correction,)
-        return [Variant(self.seed + k, kind) for kind in kinds for k in range(self.ensemble)]
+        weights = (
+            PENALTY_CHOICES
+            if self.correction_penalty == AUTO
+            else (float(self.correction_penalty),)
+        )
+        return [
+            Variant(self.seed + k, kind, weight)
+            for kind in kinds
+            for weight in weights
+            for k in range(self.ensemble)
+        ]
 
     def _fit_members(
         self, data, variants: list[Variant], y0, progress, should_stop, resume, start_time

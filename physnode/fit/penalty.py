@@ -16,6 +16,12 @@ import torch
 
 from physnode.fit.problem import FitProblem
 
+#: ``correction_penalty="auto"``: fit one member per weight and keep the lowest validation
+#: RMSE. The range measured useful on drag data (docs/FITTING.md "Loss": 0.01 and 1 beat 0 on
+#: the masses, 10 and 100 suppress the real correction); 0 stays a candidate, so the choice is
+#: never worse on the validation window than no penalty.
+CHOICES = (0.0, 0.01, 1.0)
+
 
 def correction_parts(prob: FitProblem, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The correction's part of the derivative at states ``y`` ``(..., D)`` and the physics'

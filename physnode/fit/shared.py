@@ -63,6 +63,7 @@ NO_FINISH = (
 UNSUPPORTED = {
     "schedule": ("shooting", "multiple shooting"),
     "refit_symbolic": (True, "the symbolic refit"),
+    "correction_penalty": ("auto", "choosing the correction penalty (give a number)"),
 }
 
 

@@ -20,6 +20,7 @@ import physnode.fit as fit_module
 from physnode.cli.app import app
 from physnode.data import read_trajectory, write_trajectory
 from physnode.data.fitfile import read_fit
+from physnode.fit.penalty import CHOICES as PENALTY_CHOICES
 from tests import reference
 
 #: one period of the equal-mass figure-eight (Chenciner & Montgomery; docs/three-body.md)
@@ -122,6 +123,10 @@ def test_bad_inputs_fail_in_one_line(fast: None) -> None:
         ["data.h5", "--grad", "magic"],
         ["data.h5", "--method", "nosuch"],
         ["pendulum.h5", "--learn", "masses"],  # a state-only system has no masses
+        ["data.h5", "--model", "hybrid", "--correction-penalty", "often"],
+        ["data.h5", "--model", "hybrid", "--correction-penalty", "-1"],
+        ["data.h5", "--correction-penalty", "auto"],  # a physics model has no correction
+        ["data.h5", "--model", "hybrid", "--correction-penalty", "auto", "--validation", "0"],
     ):
         assert_one_line_failure(run("fit", *args, "--epochs", "2"), leftover=files)
 
@@ -270,3 +275,26 @@ def test_validation_window_is_reported_and_stored(fast: None) -> None:
     assert record.settings["validation"] == 0.25
     assert_one_line_failure(run("fit", "data.h5", "--validation", "1"),
                             leftover={"data.h5", "fit.h5"})  # fmt: skip
+
+
+def test_the_candidates_row_names_each_weight_when_the_penalty_was_chosen() -> None:
+    """``--correction-penalty auto`` (the fit itself: tests/fit/test_penalty.py): the result
+    row labels each member by kind and weight and names the one kept."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from physnode.fit.ensemble import Candidates
+
+    found = Candidates(
+        ("field",) * 3, np.array([0, 0, 0]), 1, "validation", np.array([1e-3, 2e-3, 3e-3]),
+        np.array([5e-3, 4e-3, 6e-3]), np.array([0.1, 0.2, 0.3]),
+        penalties=np.array(PENALTY_CHOICES),
+    )  # fmt: skip
+    table = Table()
+    for _ in range(4):
+        table.add_column()
+    cli_fit._add_candidates(table, found)
+    console = Console(width=300, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "field w=0.01 (lowest validation RMSE: field w=0 5.00e-03, field w=0.01 4.00e-03" in text

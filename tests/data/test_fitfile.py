@@ -283,16 +283,19 @@ def test_the_kinds_auto_tried_round_trip(
     fitter = fake_fitter(data)
     fitter.candidates_ = Candidates(
         ("field", "pairwise"), np.array([3, 3]), 1, "train", np.array([2.5e-3, 1.25e-3]),
-        np.array([np.nan, np.nan]), np.array([0.1, 4.5e-3]),
+        np.array([np.nan, np.nan]), np.array([0.1, 4.5e-3]), penalties=np.array([0.0, 0.01]),
     )  # fmt: skip
     out = write_fit(tmp_path / "fit.h5", fitter, data_path=data_path, observed=data)
     rec = read_fit(out)
+    np.testing.assert_array_equal(rec.candidates["penalties"], [0.0, 0.01])
     assert rec.candidates["corrections"] == ["field", "pairwise"]
     assert rec.candidates["best"] == 1 and rec.candidates["score"] == "train"
     for name in ("seeds", "train_rmse", "validation_rmse", "extrapolation_rmse"):
         np.testing.assert_array_equal(rec.candidates[name], getattr(fitter.candidates_, name))
-    with h5py.File(out, "r") as f:
+    with h5py.File(out, "a") as f:
         assert f["fit/candidates/corrections"].asstr()[()].tolist() == ["field", "pairwise"]
         assert f["fit/candidates"].attrs["best"] == 1
+        del f["fit/candidates/penalties"]  # as a file from before the weight was chosen
+    assert read_fit(out).candidates["penalties"].tolist() == [0.0, 0.0]
     assert read_fit(write_fit(tmp_path / "plain.h5", fake_fitter(data), data_path=data_path,
                               observed=data)).candidates is None  # fmt: skip

@@ -11,7 +11,8 @@ from torch import nn
 
 from physnode.errors import InvalidInputError
 from physnode.fit import Fitter
-from physnode.fit.penalty import correction_size
+from physnode.fit.penalty import CHOICES, correction_size
+from physnode.fit.shared import check_shared
 from physnode.models.hybrid import HybridModel
 from physnode.systems.nbody import NBody
 from tests import reference
@@ -58,8 +59,12 @@ def test_the_size_is_the_ratio_of_mean_squares_against_an_independent_force():
 def test_the_penalty_is_for_hybrid_models_only():
     with pytest.raises(InvalidInputError, match="correction_penalty is for model='hybrid'"):
         Fitter(model="physics", correction_penalty=0.1).fit(None)
-    with pytest.raises(InvalidInputError, match="correction_penalty must be a finite number"):
+    with pytest.raises(InvalidInputError, match=r"correction_penalty must be one of \['auto'\]"):
         Fitter(model="hybrid", correction_penalty=-1.0).fit(None)
+    with pytest.raises(InvalidInputError, match="give a validation window"):
+        Fitter(model="hybrid", correction_penalty="auto", validation=0.0).fit(None)
+    with pytest.raises(InvalidInputError, match="choosing the correction penalty"):
+        check_shared(("correction",), {"model": "hybrid", "correction_penalty": "auto"})
 
 
 def test_the_fit_s_loss_adds_the_weighted_size_along_the_solved_trajectory():
@@ -83,3 +88,27 @@ def test_the_fit_s_loss_adds_the_weighted_size_along_the_solved_trajectory():
     # same solve twice: equal to rounding)
     assert float(objective.loss(m).detach()) == pytest.approx(misfit + 0.5 * size, rel=1e-12)
     assert fitter.settings_["correction_penalty"] == 0.5  # stored, so a resume keeps it
+
+
+@pytest.mark.slow  # ~30 s: four short hybrid fits (CI runs the slow tests)
+def test_auto_fits_one_member_per_weight_and_keeps_the_lowest_validation_rmse():
+    """``correction_penalty="auto"``: one member per weight of CHOICES on the default 0.2
+    validation window; the reported fit is the member with the lowest validation RMSE, and it
+    is the fit of that weight alone (bit for bit: the same operations in the same order), so
+    the weight acted; the members differ, so it was not ignored either."""
+    _, q, v = _states()
+    times = np.linspace(0.0, 3.0, 31)
+    data = reference.to_trajectory(reference.simulate(MASSES, q[0], v[0], times, drag=0.1))
+    settings = dict(model="hybrid", correction="field", train_until=2.0, epochs=6,
+                    lbfgs_steps=3, seed=2)  # fmt: skip
+    chosen = Fitter(**settings, correction_penalty="auto").fit(data)
+    found = chosen.candidates_
+    assert found.penalties.tolist() == list(CHOICES) and found.score == "validation"
+    assert found.best == int(np.argmin(found.validation_rmse))
+    assert len(set(found.validation_rmse.tolist())) == len(CHOICES)  # the weight changed the fit
+    assert chosen.correction_penalty_ == CHOICES[found.best]
+    assert chosen.settings_["correction_penalty"] == "auto"
+    alone = Fitter(**settings, correction_penalty=CHOICES[found.best], validation=0.2).fit(data)
+    assert alone.candidates_ is None
+    assert alone.validation_rmse_ == chosen.validation_rmse_
+    np.testing.assert_array_equal(alone.params_["masses"], chosen.params_["masses"])
