@@ -242,8 +242,8 @@ def run_case(
             rows.append([case, name, "failed", "–", "–", "–", "–", "–"])
             continue
         f = r["fitter"]
-        if getattr(f, "candidates_", None) is not None:  # correction="auto": say what it chose
-            name = f"{name} ({f.correction_})"
+        if getattr(f, "candidates_", None) is not None:  # "auto": say what it chose
+            name = f"{name} ({f.correction_}, w={f.correction_penalty_:g})"
         extra = f.extrapolation_rmse_
         if settings["model"] == "physics":
             physics_rmse = extra
