@@ -374,10 +374,9 @@ def _add_candidates(table: Table, candidates: Any) -> None:
     if candidates is None:
         return
     rmse = candidates.validation_rmse if candidates.score == "validation" else candidates.train_rmse
-    weights = getattr(candidates, "penalties", None)
     labels = list(candidates.corrections)
-    if weights is not None and len(set(np.asarray(weights).tolist())) > 1:
-        labels = [f"{kind} w={w:g}" for kind, w in zip(labels, weights, strict=True)]
+    if len(set(candidates.penalties.tolist())) > 1:
+        labels = [f"{kind} w={w:g}" for kind, w in zip(labels, candidates.penalties, strict=True)]
     each = ", ".join(f"{label} {x:.2e}" for label, x in zip(labels, rmse, strict=True))
     chosen = labels[candidates.best]
     table.add_row("correction", Text(f"{chosen} (lowest {candidates.score} RMSE: {each})"), "", "")

@@ -275,10 +275,7 @@ def _write_candidates(g: h5py.Group, candidates: Any) -> None:
     c.create_dataset("corrections", data=hdf5.string_array(list(candidates.corrections)))
     for name in _CANDIDATE_ARRAYS:
         c.create_dataset(name, data=np.asarray(getattr(candidates, name)))
-    penalties = getattr(candidates, "penalties", None)
-    if penalties is None:
-        penalties = np.zeros(len(candidates.seeds))
-    c.create_dataset("penalties", data=np.asarray(penalties, np.float64))
+    c.create_dataset("penalties", data=np.asarray(candidates.penalties, np.float64))
 
 
 def _read_candidates(c: Any) -> dict[str, Any] | None:

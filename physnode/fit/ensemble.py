@@ -71,7 +71,7 @@ class Candidates:
     train_rmse: np.ndarray
     validation_rmse: np.ndarray
     extrapolation_rmse: np.ndarray
-    penalties: np.ndarray | None = None
+    penalties: np.ndarray
 
 
 @dataclass
