@@ -162,6 +162,15 @@ CorrectionPenalty = Annotated[
         callback=lambda value: _check_setting("correction_penalty", _number_or_word(value)),
     ),
 ]
+Retrain = Annotated[
+    bool,
+    typer.Option(
+        "--retrain/--no-retrain",
+        help="Hybrid, after --correction auto or --correction-penalty auto chose on a "
+        "validation window (one seed each): fit the chosen kind and weight once more on the "
+        "whole training window and report that fit.",
+    ),
+]
 Resume = Annotated[Path | None, typer.Option(help="Continue the fit stored in this fit file.")]
 SharedOpt = Annotated[
     str | None,
@@ -271,6 +280,8 @@ def _settings(options: dict[str, Any], resume_settings: dict[str, Any] | None) -
             settings["correction"] = "mlp"  # files from before corrections had kinds
         if "validation" not in resume_settings and "validation" in accepted:
             settings["validation"] = 0.0  # files from before validation windows held none out
+        if "retrain" not in resume_settings and "retrain" in accepted:
+            settings["retrain"] = False  # files from before the retrain reported the member
         conflict = _setting_conflict(options, settings, may_change=RESUME_MAY_CHANGE)
         if conflict is not None:
             flag, shown, was = conflict
@@ -379,7 +390,10 @@ def _add_candidates(table: Table, candidates: Any) -> None:
         labels = [f"{kind} w={w:g}" for kind, w in zip(labels, candidates.penalties, strict=True)]
     each = ", ".join(f"{label} {x:.2e}" for label, x in zip(labels, rmse, strict=True))
     chosen = labels[candidates.best]
-    table.add_row("correction", Text(f"{chosen} (lowest {candidates.score} RMSE: {each})"), "", "")
+    then = "; then fitted on the whole training window" if candidates.retrained else ""
+    table.add_row(
+        "correction", Text(f"{chosen} (lowest {candidates.score} RMSE: {each}{then})"), "", ""
+    )
 
 
 def _add_ensemble(table: Table, ensemble: Any) -> None:
@@ -470,6 +484,7 @@ def fit_command(
     validation: Validation = DEFAULT["validation"],
     ensemble: EnsembleOpt = DEFAULT["ensemble"],
     correction_penalty: CorrectionPenalty = str(DEFAULT["correction_penalty"]),
+    retrain: Retrain = DEFAULT["retrain"],
     seed: Seed = DEFAULT["seed"],
     device: Device = DEFAULT["device"],
     output: Output = None,

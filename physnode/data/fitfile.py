@@ -27,7 +27,7 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
         ensemble                 +best: an ensemble fit's members (ensemble > 1 only)
             seeds (K,)  train_rmse (K,)  validation_rmse (K,)  extrapolation_rmse (K,)
             spread (T, D)  params/<name> (K, *shape)
-        candidates               +best, +score: the kinds correction="auto" and the
+        candidates               +best, +score, +retrained: the kinds correction="auto" and the
                                  weights correction_penalty="auto" tried
             corrections (M,)  seeds (M,)  penalties (M,)  train_rmse (M,)
             validation_rmse (M,)  extrapolation_rmse (M,)
@@ -123,7 +123,9 @@ class FitRecord:
             ``seeds``, ``penalties`` (0 in files from before the weight could be chosen),
             ``train_rmse``, ``validation_rmse``,
             ``extrapolation_rmse`` (each ``(M,)``), ``best``, ``score`` (``"validation"`` or
-            ``"train"``: which RMSE chose); ``None`` for other fits.
+            ``"train"``: which RMSE chose), ``retrained`` (the reported fit is the chosen
+            kind and weight fitted again on the whole training window; False in files from
+            before the retrain); ``None`` for other fits.
     """
 
     prediction: Trajectory
@@ -272,6 +274,7 @@ def _write_candidates(g: h5py.Group, candidates: Any) -> None:
     c = g.create_group("candidates", track_order=True)
     c.attrs["best"] = np.int64(candidates.best)
     c.attrs["score"] = str(candidates.score)
+    c.attrs["retrained"] = np.int8(bool(candidates.retrained))
     c.create_dataset("corrections", data=hdf5.string_array(list(candidates.corrections)))
     for name in _CANDIDATE_ARRAYS:
         c.create_dataset(name, data=np.asarray(getattr(candidates, name)))
@@ -288,6 +291,8 @@ def _read_candidates(c: Any) -> dict[str, Any] | None:
     out["penalties"] = held[()] if held is not None else np.zeros(len(out["seeds"]))
     out["best"] = int(c.attrs["best"])
     out["score"] = str(hdf5.python_value(c.attrs["score"]))
+    # files from before the retrain reported the chosen member itself
+    out["retrained"] = bool(c.attrs.get("retrained", 0))
     return out
 
 

@@ -13,6 +13,12 @@ predicted state at every data time, is the extrapolation uncertainty; the physic
 σ combine the chosen member's σ with the members' standard deviation in quadrature (under
 hidden physics the networks absorb different parts of it, and the masses move with them).
 
+With ``retrain`` (the default), a choice among kinds or weights made on a validation window
+is followed by one more fit of the chosen kind and weight on the whole training window, and
+that fit is reported: the window chooses, then every sample fits (the held-out end of the
+window carries much of what pins a correction down: benchmarks/RESULTS.md). An ensemble of
+seeds is not retrained (its window also chooses the seed).
+
 An interrupted fit keeps every member's resumable state under ``member/<k>/``: completed
 members resume at their end (only their deterministic finish runs again), the interrupted one
 where it stopped.
@@ -59,8 +65,10 @@ class Candidates:
     Attributes:
         corrections: each member's kind ``(M,)``; ``seeds`` ``(M,)``; ``penalties`` each
             member's correction penalty weight ``(M,)``.
-        best: index of the reported member.
+        best: index of the chosen member.
         score: which RMSE chose it: ``"validation"`` or ``"train"`` (no validation window).
+        retrained: whether the reported fit is the chosen member's kind and weight fitted once
+            more on the whole training window (``Fitter.retrain``), not the member itself.
         train_rmse, validation_rmse, extrapolation_rmse: per member ``(M,)`` (NaN: none).
     """
 
@@ -72,6 +80,7 @@ class Candidates:
     validation_rmse: np.ndarray
     extrapolation_rmse: np.ndarray
     penalties: np.ndarray
+    retrained: bool = False
 
 
 @dataclass
@@ -116,38 +125,35 @@ def fit_members(
     module docstring): ``fitter.ensemble_`` (an :class:`Ensemble` when several members share
     the chosen kind) and ``fitter.candidates_`` (a :class:`Candidates` when kinds were tried);
     both ``None`` when interrupted."""
-    members, states = [], {}
-    for k, variant in enumerate(variants):
-        member = copy.copy(fitter)
-        member.seed, member.correction = variant.seed, variant.correction
-        member.correction_penalty = variant.penalty
-        member.ensemble, member.refit_symbolic = 1, False
-        member.validation = fitter.validation_  # the multi-fit's window, not a single fit's
-        prefix = f"member/{k}/"
-        own = {key[len(prefix) :]: v for key, v in (resume or {}).items() if key.startswith(prefix)}
-        member.fit(data, y0=y0, progress=_shifted(progress, k, len(variants)),
-                   should_stop=should_stop, resume=own or None)  # fmt: skip
-        members.append(member)
-        states.update({f"{prefix}{key}": v for key, v in member.state_.items()})
-        if member.interrupted_:
-            break
-    fitter.state_ = states
     fitter.ensemble_ = fitter.candidates_ = None
-    if members[-1].interrupted_:
-        _copy(members[-1], fitter)
-        return
+    retrain = _retrains(fitter, variants)
+    total = len(variants) + retrain
+    fit = _MemberFits(fitter, data, y0, progress, should_stop, resume, total)
+    members = []
+    for variant in variants:
+        members.append(fit(variant, fitter.validation_))  # the multi-fit's window
+        if members[-1].interrupted_:
+            _copy(members[-1], fitter)
+            return
     scores, basis = _scores(members)
     best = int(np.nanargmin(scores))
     kinds = [m.correction_ or v.correction for m, v in zip(members, variants, strict=True)]
     choices = [(kind, v.penalty) for kind, v in zip(kinds, variants, strict=True)]
+    chosen = members[best]
+    if retrain:
+        chosen = fit(Variant(variants[best].seed, kinds[best], variants[best].penalty), 0.0)
+        if chosen.interrupted_:
+            _copy(chosen, fitter)
+            return
     if len(set(choices)) > 1:
         fitter.candidates_ = Candidates(
             tuple(kinds), np.array([v.seed for v in variants], dtype=np.int64), best, basis,
             *(np.array(col) for col in _rmses(members)),
             penalties=np.array([v.penalty for v in variants], dtype=np.float64),
+            retrained=bool(retrain),
         )  # fmt: skip
     same = [m for m, c in zip(members, choices, strict=True) if c == choices[best]]
-    _copy(members[best], fitter)
+    _copy(chosen, fitter)
     if len(same) > 1:
         fitter.ensemble_ = _combine(same)
         fitter.uncertainties_ = {
@@ -155,6 +161,41 @@ def fit_members(
                           + np.std(fitter.ensemble_.params[name], axis=0, ddof=1) ** 2)
             for name in fitter.uncertainties_
         }  # fmt: skip
+
+
+def _retrains(fitter, variants: list[Variant]) -> bool:
+    """Whether the chosen kind and weight are fitted once more on the whole training window:
+    ``fitter.retrain`` asks for it, members were chosen among several kinds or weights on a
+    validation window, and each choice has one seed (an ensemble's window also chooses its
+    seed, so it is kept)."""
+    several = len({(v.correction, v.penalty) for v in variants}) > 1
+    return bool(fitter.retrain) and several and fitter.validation_ > 0 and fitter.ensemble == 1
+
+
+class _MemberFits:
+    """Fits the members one after the other, each with its own resumable state under
+    ``member/<k>/`` of ``fitter.state_`` and its share of one progress bar."""
+
+    def __init__(self, fitter, data, y0, progress, should_stop, resume, total: int) -> None:
+        self.fitter, self.data, self.y0 = fitter, data, y0
+        self.progress, self.should_stop, self.total = progress, should_stop, total
+        self.resume = resume or {}
+        self.k = 0
+        fitter.state_ = {}
+
+    def __call__(self, variant: Variant, validation: float):
+        member = copy.copy(self.fitter)
+        member.seed, member.correction = variant.seed, variant.correction
+        member.correction_penalty = variant.penalty
+        member.ensemble, member.refit_symbolic = 1, False
+        member.validation = validation
+        prefix = f"member/{self.k}/"
+        own = {key[len(prefix) :]: v for key, v in self.resume.items() if key.startswith(prefix)}
+        member.fit(self.data, y0=self.y0, progress=_shifted(self.progress, self.k, self.total),
+                   should_stop=self.should_stop, resume=own or None)  # fmt: skip
+        self.fitter.state_.update({f"{prefix}{key}": v for key, v in member.state_.items()})
+        self.k += 1
+        return member
 
 
 def _rmses(members: list) -> tuple[list[float], list[float], list[float]]:

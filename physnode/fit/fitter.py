@@ -113,6 +113,10 @@ class Fitter:
             (:mod:`physnode.fit.ensemble`; for each kind ``"auto"`` tries); the member with
             the lowest validation RMSE is reported, the spread of the members of its kind is
             the extrapolation uncertainty (``ensemble_``).
+        retrain: when a kind or a penalty weight was chosen on a validation window (one
+            seed each), fit the chosen kind and weight once more on the whole training window
+            and report that fit (``candidates_.retrained``; the candidates' RMSEs stay those
+            that chose). False: report the chosen member as fitted.
 
     After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ from the covariance of the
     least-squares finish, see :mod:`physnode.fit.least_squares`; ``inf`` where the data cannot
@@ -185,6 +189,7 @@ class Fitter:
         validation: float | None = None,
         ensemble: int = 1,
         correction_penalty: float | str = 0.0,
+        retrain: bool = True,
     ) -> None:
         self.model = model
         self.learn = tuple(learn)
@@ -209,6 +214,7 @@ class Fitter:
         self.validation = validation
         self.ensemble = ensemble
         self.correction_penalty = correction_penalty
+        self.retrain = bool(retrain)
 
     # -- settings ------------------------------------------------------------------------
     def _check_settings(self) -> None:
@@ -282,6 +288,7 @@ class Fitter:
             "correction_penalty": self.correction_penalty
             if self.correction_penalty == AUTO
             else float(self.correction_penalty),
+            "retrain": bool(self.retrain),
             # a member of a shared fit (physnode.fit.shared): what its files share
             **(getattr(self, "shared_", None) or {}),
         }

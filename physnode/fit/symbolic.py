@@ -94,8 +94,10 @@ def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray):
     # no Adam or L-BFGS: from the readout, the Levenberg–Marquardt finish (exact Jacobian) does
     # the work; Adam's steps of ~lr in each coefficient threw a 0.1 drag to a close encounter
     settings["epochs"], settings["lbfgs_steps"] = 0, 0
-    # the hybrid's windows, so its train and validation RMSE compare with the refit's
-    settings["validation"] = hybrid.validation_
+    # the reported hybrid fit's windows, so its train and validation RMSE compare with the
+    # refit's (a retrained fit held nothing out: it fitted up to train_until_)
+    held_out = hybrid.fit_until_ < hybrid.train_until_
+    settings["validation"] = hybrid.validation_ if held_out else 0.0
     settings["ensemble"] = 1  # the refit of the chosen member's law: one physics fit
     masses = hybrid.params_.get("masses")
     fitter = type(hybrid)(

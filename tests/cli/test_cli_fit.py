@@ -288,7 +288,7 @@ def test_the_candidates_row_names_each_weight_when_the_penalty_was_chosen() -> N
     found = Candidates(
         ("field",) * 3, np.array([0, 0, 0]), 1, "validation", np.array([1e-3, 2e-3, 3e-3]),
         np.array([5e-3, 4e-3, 6e-3]), np.array([0.1, 0.2, 0.3]),
-        penalties=np.array(PENALTY_CHOICES),
+        penalties=np.array(PENALTY_CHOICES), retrained=True,
     )  # fmt: skip
     table = Table()
     for _ in range(4):
@@ -298,3 +298,4 @@ def test_the_candidates_row_names_each_weight_when_the_penalty_was_chosen() -> N
     console.print(table)
     text = console.export_text()
     assert "field w=0.01 (lowest validation RMSE: field w=0 5.00e-03, field w=0.01 4.00e-03" in text
+    assert "then fitted on the whole training window)" in text  # the reported fit is the retrain

@@ -284,9 +284,11 @@ def test_the_kinds_auto_tried_round_trip(
     fitter.candidates_ = Candidates(
         ("field", "pairwise"), np.array([3, 3]), 1, "train", np.array([2.5e-3, 1.25e-3]),
         np.array([np.nan, np.nan]), np.array([0.1, 4.5e-3]), penalties=np.array([0.0, 0.01]),
+        retrained=True,
     )  # fmt: skip
     out = write_fit(tmp_path / "fit.h5", fitter, data_path=data_path, observed=data)
     rec = read_fit(out)
+    assert rec.candidates["retrained"] is True
     np.testing.assert_array_equal(rec.candidates["penalties"], [0.0, 0.01])
     assert rec.candidates["corrections"] == ["field", "pairwise"]
     assert rec.candidates["best"] == 1 and rec.candidates["score"] == "train"
@@ -296,6 +298,8 @@ def test_the_kinds_auto_tried_round_trip(
         assert f["fit/candidates/corrections"].asstr()[()].tolist() == ["field", "pairwise"]
         assert f["fit/candidates"].attrs["best"] == 1
         del f["fit/candidates/penalties"]  # as a file from before the weight was chosen
+        del f["fit/candidates"].attrs["retrained"]  # and before the retrain
     assert read_fit(out).candidates["penalties"].tolist() == [0.0, 0.0]
+    assert read_fit(out).candidates["retrained"] is False
     assert read_fit(write_fit(tmp_path / "plain.h5", fake_fitter(data), data_path=data_path,
                               observed=data)).candidates is None  # fmt: skip

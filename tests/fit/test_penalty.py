@@ -90,12 +90,13 @@ def test_the_fit_s_loss_adds_the_weighted_size_along_the_solved_trajectory():
     assert fitter.settings_["correction_penalty"] == 0.5  # stored, so a resume keeps it
 
 
-@pytest.mark.slow  # ~30 s: four short hybrid fits (CI runs the slow tests)
-def test_auto_fits_one_member_per_weight_and_keeps_the_lowest_validation_rmse():
+@pytest.mark.slow  # ~45 s: six short hybrid fits (CI runs the slow tests)
+def test_auto_keeps_the_lowest_validation_rmse_then_fits_that_weight_on_the_whole_window():
     """``correction_penalty="auto"``: one member per weight of CHOICES on the default 0.2
-    validation window; the reported fit is the member with the lowest validation RMSE, and it
-    is the fit of that weight alone (bit for bit: the same operations in the same order), so
-    the weight acted; the members differ, so it was not ignored either."""
+    validation window; the weight of the lowest validation RMSE is chosen, then fitted once
+    more on the whole training window, and that fit is reported. Each is checked against a fit
+    of that weight alone (bit for bit: the same operations in the same order), so the weight
+    acted, the members differ (it was not ignored), and the retrain held nothing out."""
     _, q, v = _states()
     times = np.linspace(0.0, 3.0, 31)
     data = reference.to_trajectory(reference.simulate(MASSES, q[0], v[0], times, drag=0.1))
@@ -104,11 +105,57 @@ def test_auto_fits_one_member_per_weight_and_keeps_the_lowest_validation_rmse():
     chosen = Fitter(**settings, correction_penalty="auto").fit(data)
     found = chosen.candidates_
     assert found.penalties.tolist() == list(CHOICES) and found.score == "validation"
-    assert found.best == int(np.argmin(found.validation_rmse))
+    assert found.best == int(np.argmin(found.validation_rmse)) and found.retrained
     assert len(set(found.validation_rmse.tolist())) == len(CHOICES)  # the weight changed the fit
-    assert chosen.correction_penalty_ == CHOICES[found.best]
+    weight = CHOICES[found.best]
+    assert chosen.correction_penalty_ == weight
     assert chosen.settings_["correction_penalty"] == "auto"
-    alone = Fitter(**settings, correction_penalty=CHOICES[found.best], validation=0.2).fit(data)
-    assert alone.candidates_ is None
-    assert alone.validation_rmse_ == chosen.validation_rmse_
-    np.testing.assert_array_equal(alone.params_["masses"], chosen.params_["masses"])
+    member = Fitter(**settings, correction_penalty=weight, validation=0.2).fit(data)
+    assert member.validation_rmse_ == found.validation_rmse[found.best]  # the one that chose
+    whole = Fitter(**settings, correction_penalty=weight).fit(data)  # validation 0: all of it
+    assert whole.candidates_ is None and chosen.validation_rmse_ is None
+    assert chosen.fit_until_ == whole.fit_until_ == 2.0
+    np.testing.assert_array_equal(whole.params_["masses"], chosen.params_["masses"])
+    assert whole.train_rmse_ == chosen.train_rmse_
+    assert not np.array_equal(member.params_["masses"], chosen.params_["masses"])
+
+
+def test_the_retrain_follows_a_choice_made_on_a_validation_window_with_one_seed_each():
+    """Which multi-fits end with a retrain (``ensemble._retrains``): only a choice among
+    kinds or weights, on a validation window, with one seed per choice, and not when asked
+    not to."""
+    from physnode.fit.ensemble import Variant, _retrains
+
+    def fitter(retrain=True, validation=0.2, ensemble=1):
+        return SimpleNamespace(retrain=retrain, validation_=validation, ensemble=ensemble)
+
+    weights = [Variant(0, "field", w) for w in CHOICES]
+    kinds = [Variant(0, "field"), Variant(0, "pairwise")]
+    seeds = [Variant(0, "field"), Variant(1, "field")]
+    assert _retrains(fitter(), weights) and _retrains(fitter(), kinds)
+    assert not _retrains(fitter(retrain=False), weights)
+    assert not _retrains(fitter(validation=0.0), kinds)  # chosen on the training RMSE
+    assert not _retrains(fitter(ensemble=2), weights + seeds)  # the window chose the seed
+    assert not _retrains(fitter(), seeds)  # nothing but seeds: no kind or weight chosen
+
+
+@pytest.mark.slow  # ~35 s: nine tiny hybrid fits (CI runs the slow tests)
+def test_a_fit_stopped_in_its_retrain_resumes_exactly():
+    """Stopped inside the retrain (after the three members) and resumed, the result is the
+    straight run's bit for bit (deterministic CPU arithmetic in the same order)."""
+    _, q, v = _states()
+    data = reference.to_trajectory(
+        reference.simulate(MASSES, q[0], v[0], np.linspace(0.0, 2.0, 21), drag=0.1)
+    )
+    settings = dict(model="hybrid", correction="field", train_until=1.0, epochs=2,
+                    lbfgs_steps=1, schedule="full", correction_penalty="auto")  # fmt: skip
+    polls = []
+    straight = Fitter(**settings).fit(data, should_stop=lambda: polls.append(1) and False)
+    calls = iter(range(10_000))
+    last = len(polls) - 2  # a poll inside the last fit: the retrain
+    first = Fitter(**settings).fit(data, should_stop=lambda: next(calls) >= last)
+    assert first.interrupted_ and f"member/{len(CHOICES)}/epoch" in first.state_
+    resumed = Fitter(**settings).fit(data, resume=first.state_)
+    assert resumed.candidates_.retrained
+    np.testing.assert_array_equal(resumed.params_["masses"], straight.params_["masses"])
+    assert resumed.train_rmse_ == straight.train_rmse_
