@@ -38,14 +38,17 @@ class PhysicalParameter(nn.Module):
     Calling the module returns the current constrained value.
     """
 
-    def __init__(self, name: str, value: float | Tensor, *, positive: bool = True) -> None:
+    def __init__(
+        self, name: str, value: float | Tensor, *, positive: bool = True, zero: bool = False
+    ) -> None:
         super().__init__()
         tensor = torch.as_tensor(value, dtype=torch.float64).detach().clone()
         if not bool(torch.isfinite(tensor).all()):
             raise InvalidInputError(f"{name} must be finite; got {tensor.tolist()}.")
-        if positive and not bool((tensor > 0).all()):
+        if positive and not bool((tensor >= 0 if zero else tensor > 0).all()):
+            bound = ">= 0 (0 switches its term off)" if zero else "> 0"
             raise InvalidInputError(
-                f"{name} must be positive; got {tensor.tolist()}. Pass values > 0."
+                f"{name} must be positive; got {tensor.tolist()}. Pass values {bound}."
             )
         self.name = name
         self.positive = positive
@@ -61,6 +64,12 @@ class PhysicalParameter(nn.Module):
         """Switch between a frozen buffer and a learnable raw ``nn.Parameter``."""
         if learnable and self.raw is None:
             value = self.value
+            if self.positive and not bool((value > 0).all()):
+                # softplus⁻¹(0) = -inf: a learned parameter would never leave it
+                raise InvalidInputError(
+                    f"{self.name} is {value.tolist()}: a learned positive parameter needs a "
+                    "start > 0; give one"
+                )
             raw = inverse_softplus(value) if self.positive else value.clone()
             self.raw = nn.Parameter(raw)
             self.value = None
@@ -112,6 +121,10 @@ class System(nn.Module):
     #: before building. ``None`` (undeclared): every parameter is positive unless
     #: ``add_parameter(..., positive=False)``.
     positive_parameters: ClassVar[tuple[str, ...] | None] = None
+    #: of the positive parameters, those that may also be exactly 0 when given (frozen): a
+    #: rate of 0 switches its term off (known physics without it, as in a universal
+    #: differential equation); learned, they start from a value > 0
+    zero_allowed: ClassVar[tuple[str, ...]] = ()
     #: the state is particles (positions then velocities of bodies with masses); see
     #: :meth:`to_trajectory`
     particles: ClassVar[bool] = False
@@ -134,7 +147,8 @@ class System(nn.Module):
         if positive is None:
             declared = type(self).positive_parameters
             positive = True if declared is None else name in declared
-        self.params[name] = PhysicalParameter(name, value, positive=positive)
+        zero = name in type(self).zero_allowed
+        self.params[name] = PhysicalParameter(name, value, positive=positive, zero=zero)
 
     @property
     def parameter_names(self) -> tuple[str, ...]:

@@ -52,7 +52,9 @@ class Duffing(System):
 
     def acceleration(self, t: Tensor, q: Tensor, v: Tensor) -> Tensor:
         """``-δ v - α x - β x³ + γ cos(ω t)``, shape ``q.shape`` = ``(..., 1)``."""
-        alpha, beta, delta, gamma, omega = (self.param(n, q) for n in self.parameter_names)
+        alpha, beta, delta, gamma, omega = (
+            self.param(n, q) for n in ("alpha", "beta", "delta", "gamma", "omega")
+        )
         forcing = gamma * torch.cos(omega * torch.as_tensor(t).to(q))
         return -delta * v - alpha * q - beta * q**3 + forcing
 

@@ -32,7 +32,7 @@ class Lorenz(System):
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         """Lorenz vector field, shape ``y.shape``."""
         del t  # autonomous
-        sigma, rho, beta = (self.param(n, y) for n in self.parameter_names)
+        sigma, rho, beta = (self.param(n, y) for n in ("sigma", "rho", "beta"))
         a, b, c = y.unbind(-1)
         return torch.stack([sigma * (b - a), a * (rho - c) - b, a * b - beta * c], dim=-1)
 

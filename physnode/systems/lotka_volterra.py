@@ -17,12 +17,15 @@ class LotkaVolterra(System):
 
     State ``u``: shape ``(..., 2)`` = ``(x, y)`` population densities. Conserved quantity
     ``V = δ x - γ ln x + β y - α ln y``.
-    Defaults ``(α, β, γ, δ) = (1.5, 1, 3, 1)``, ``u0 = (1, 1)``.
+    Defaults ``(α, β, γ, δ) = (1.5, 1, 3, 1)``, ``u0 = (1, 1)``. The interaction rates
+    ``β`` and ``δ`` may be 0 (no interaction): the known physics of a hybrid that learns the
+    interaction, as in the universal differential equations paper (Rackauckas et al. 2020).
     """
 
     autonomous = True  # dy/dt does not read t
 
     positive_parameters = ("alpha", "beta", "gamma", "delta")
+    zero_allowed = ("beta", "delta")
 
     def __init__(
         self, alpha: float = 1.5, beta: float = 1.0, gamma: float = 3.0, delta: float = 1.0
@@ -35,13 +38,13 @@ class LotkaVolterra(System):
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         """``(α x - β x y, δ x y - γ y)``, shape ``y.shape``."""
         del t  # autonomous
-        alpha, beta, gamma, delta = (self.param(n, y) for n in self.parameter_names)
+        alpha, beta, gamma, delta = (self.param(n, y) for n in ("alpha", "beta", "gamma", "delta"))
         x, p = y[..., 0], y[..., 1]
         return torch.stack([x * (alpha - beta * p), p * (delta * x - gamma)], dim=-1)
 
     def invariants(self, y: Tensor) -> dict[str, Tensor]:
         """``{"V": δ x - γ ln x + β y - α ln y}`` (positive states only)."""
-        alpha, beta, gamma, delta = (self.param(n, y) for n in self.parameter_names)
+        alpha, beta, gamma, delta = (self.param(n, y) for n in ("alpha", "beta", "gamma", "delta"))
         x, p = y[..., 0], y[..., 1]
         return {"V": delta * x - gamma * torch.log(x) + beta * p - alpha * torch.log(p)}
 

@@ -105,6 +105,7 @@ class SystemInfo:
         defaults: the factory's keyword defaults, in signature order (read-only).
         description: one line for ``physnode systems``.
         positive: parameters that :func:`make_system` checks are > 0.
+        zero_allowed: of those, the ones that may also be 0 (the class's ``zero_allowed``).
         settable: physical parameters a simulation may set (``simulate(params=)``,
             ``--param``); default: every name in ``defaults``.
         options: the :class:`RunOptions` fields its setup reads (``preset``, ``dim`` ...).
@@ -117,6 +118,7 @@ class SystemInfo:
     defaults: Mapping[str, Any]
     description: str
     positive: tuple[str, ...] = ()
+    zero_allowed: tuple[str, ...] = ()
     settable: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
     particles: bool = False
@@ -183,6 +185,7 @@ def register_system(
             defaults=MappingProxyType(defaults),
             description=description,
             positive=tuple(getattr(factory, "positive_parameters", None) or ()),
+            zero_allowed=tuple(getattr(factory, "zero_allowed", None) or ()),
             settable=tuple(defaults) if settable is None else tuple(settable),
             options=tuple(options),
             particles=bool(
@@ -227,9 +230,11 @@ def make_system(name: str, **params: Any) -> System:
             f"valid parameters are {list(info.defaults)}."
         )
     for key in info.positive:
-        if key in params and not _all_positive(params[key]):
+        zero = key in info.zero_allowed
+        if key in params and not _all_positive(params[key], zero=zero):
+            also = " or 0" if zero else ""
             raise InvalidInputError(
-                f"parameter {key!r} of system {name!r} must be positive; got {params[key]!r}."
+                f"parameter {key!r} of system {name!r} must be positive{also}; got {params[key]!r}."
             )
     return info.factory(**{**info.defaults, **params})
 
@@ -254,8 +259,9 @@ def default_setup(info: SystemInfo, options: RunOptions, params: dict[str, float
     )
 
 
-def _all_positive(value: Any) -> bool:
+def _all_positive(value: Any, *, zero: bool = False) -> bool:
     try:
-        return bool((torch.as_tensor(value, dtype=torch.float64) > 0).all())
+        tensor = torch.as_tensor(value, dtype=torch.float64)
+        return bool((tensor >= 0 if zero else tensor > 0).all())
     except (TypeError, ValueError, RuntimeError):
         return False

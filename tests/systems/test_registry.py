@@ -144,3 +144,25 @@ def test_setups_of_the_particle_systems() -> None:
     assert many.y0.shape == (24,) and many.parameters["n_bodies"] == 4
     with pytest.raises(InvalidInputError, match=r"valid parameters are \['G', 'softening'\]"):
         SYSTEMS["n-body"].setup(RunOptions(), {"masses": 1.0})
+
+
+def test_lotka_volterra_without_interaction_is_exponential_growth_and_decay() -> None:
+    """β = δ = 0 is allowed (the known physics of a universal differential equation): the
+    solve then follows the closed form x0 e^{αt}, y0 e^{-γt}; 0 stays refused for the rates
+    that may not vanish, and for a rate that is to be learned (softplus⁻¹(0) = -inf)."""
+    from physnode.solver import odeint
+
+    system = make_system("lotka-volterra", alpha=1.3, beta=0.0, gamma=1.8, delta=0.0)
+    t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
+    y = odeint(system, torch.tensor([0.5, 4.0], dtype=torch.float64), t, rtol=1e-10, atol=1e-12)
+    exact = torch.stack([0.5 * torch.exp(1.3 * t), 4.0 * torch.exp(-1.8 * t)], dim=-1)
+    # rtol 1e-10 per step over ~tens of steps: well inside 1e-8 relative
+    torch.testing.assert_close(y, exact, rtol=1e-8, atol=0.0)
+    with pytest.raises(
+        InvalidInputError, match="'alpha' of system 'lotka-volterra' must be positive;"
+    ):
+        make_system("lotka-volterra", alpha=0.0)
+    with pytest.raises(InvalidInputError, match=r"'beta' .* must be positive or 0; got -0\.1"):
+        make_system("lotka-volterra", beta=-0.1)
+    with pytest.raises(InvalidInputError, match="needs a start > 0"):
+        system.set_learnable("beta")
