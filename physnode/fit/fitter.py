@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -75,6 +75,9 @@ class Fitter:
         device: ``"cpu"`` or ``"cuda"``.
         hidden: width of the neural correction.
         init_masses: starting masses when they are learned (scalar or one per body; default 1).
+        init_params: starting values of other learned physical parameters, ``{name: value}``
+            (or ``"name=value;..."``, as ``settings_`` stores it); default: the system's
+            defaults. The symbolic refit starts a system's rates where the hybrid left them.
         observe: ``"auto"`` (positions and velocities when present) or ``"positions"``.
         correction: the hybrid model's kind of correction, one of
             :data:`physnode.models.CORRECTIONS` (``field``, ``pairwise``, their
@@ -84,12 +87,15 @@ class Fitter:
             time) and the one with the lowest validation RMSE (training RMSE without a
             validation window) is reported (``candidates_``); ``mlp`` otherwise (see
             docs/FITTING.md "Corrections"). Other models refuse any but ``"auto"``.
-        terms: for ``model="physics"`` on particle data: named terms of
-            :func:`physnode.models.discovery.particle_library` added to the accelerations, each
-            times a learned coefficient (the physical parameter ``"coefficients"``, reported
-            with its σ); the symbolic refit of a discovered law.
+        terms: for ``model="physics"``: named terms, each times a learned coefficient (the
+            physical parameter ``"coefficients"``, reported with its σ); the symbolic refit of
+            a discovered law. Particle data: names of
+            :func:`physnode.models.discovery.particle_library`, added to the accelerations;
+            other systems: ``"<component>: <monomial>"`` (``"prey: prey predator"``,
+            :class:`~physnode.models.symbolic.StateTerms`), added to that component's
+            derivative.
         init_coefficients: the terms' starting coefficients (default zeros).
-        refit_symbolic: for ``model="hybrid"`` on particle data: after the fit, refit the
+        refit_symbolic: for ``model="hybrid"``: after the fit, refit the
             physics plus the discovered law's terms (:mod:`physnode.fit.symbolic`), result in
             ``refit_``.
         validation: the fraction of the training window's time span, at its end, held out
@@ -190,6 +196,7 @@ class Fitter:
         ensemble: int = 1,
         correction_penalty: float | str = 0.0,
         retrain: bool = True,
+        init_params: Mapping[str, float] | str | None = None,
     ) -> None:
         self.model = model
         self.learn = tuple(learn)
@@ -215,6 +222,7 @@ class Fitter:
         self.ensemble = ensemble
         self.correction_penalty = correction_penalty
         self.retrain = bool(retrain)
+        self.init_params = init_params
 
     # -- settings ------------------------------------------------------------------------
     def _check_settings(self) -> None:
@@ -289,9 +297,29 @@ class Fitter:
             if self.correction_penalty == AUTO
             else float(self.correction_penalty),
             "retrain": bool(self.retrain),
+            "init_params": None
+            if not self._init_params()
+            else ";".join(f"{k}={v!r}" for k, v in self._init_params().items()),
             # a member of a shared fit (physnode.fit.shared): what its files share
             **(getattr(self, "shared_", None) or {}),
         }
+
+    def _init_params(self) -> dict[str, float]:
+        """``init_params`` as ``{name: value}`` (a ``"name=value;..."`` string parsed)."""
+        given = self.init_params
+        if not given:
+            return {}
+        if isinstance(given, str):
+            pairs = [p.partition("=") for p in given.split(";") if p]
+            if any(not sep for _, sep, _ in pairs):
+                raise InvalidInputError(f"init_params {given!r}: write 'name=value;...'")
+            given = {k.strip(): v for k, _, v in pairs}
+        try:
+            return {str(k): float(v) for k, v in given.items()}
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"init_params {given!r}: every value must be a number"
+            ) from None
 
     def _correction_setting(self) -> str:
         """The kind used (``"auto"`` resolved), or ``"auto"`` where the fit chose among kinds
@@ -371,7 +399,7 @@ class Fitter:
         self._finish(prob)
         self.wall_time_ = time.perf_counter() - start_time
         self.refit_ = None
-        if self.refit_symbolic and self.discovered_ is not None and prob.particles is not None:
+        if self.refit_symbolic and self.discovered_ is not None:
             self._refit(data)
         return self
 
@@ -412,7 +440,7 @@ class Fitter:
                     resume=resume)  # fmt: skip
         self.wall_time_ = time.perf_counter() - start_time
         self.refit_ = None
-        if self.refit_symbolic and self.discovered_ is not None and self._prob.particles:
+        if self.refit_symbolic and self.discovered_ is not None:
             self._refit(data)
         return self
 
@@ -439,6 +467,7 @@ class Fitter:
             hidden=self.hidden, init_masses=self.init_masses, observe=self.observe, y0=y0,
             seed=self.seed, device=self.device, correction=self.correction, terms=self.terms,
             coefficients=self.init_coefficients, validation=self.validation_,
+            init_params=self._init_params(),
         )  # fmt: skip
         self._prob = prob
         self.correction_ = prob.correction

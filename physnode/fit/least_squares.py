@@ -272,11 +272,16 @@ def _levenberg_marquardt(
 
 
 def _sigma(model: _Residuals, space: _Space, x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """1σ of the natural parameters at ``x`` (``inf``: undetermined)."""
+    """1σ of the natural parameters at ``x`` (``inf``: undetermined; NaN: not computable,
+    the residuals or their Jacobian at ``x`` are not finite: a solve that blows up, or a
+    positive parameter driven so near 0 that its softplus slope underflows)."""
     r, jac = model.weighted(x, weights)
     values, slopes = space.natural(x)
-    # d r / d natural = (d r / d x) / (d natural / d x)
-    return covariance_sigma(jac / slopes, r, values)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        natural = jac / slopes  # d r / d natural = (d r / d x) / (d natural / d x)
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(natural))):
+        return np.full(jac.shape[1], np.nan)
+    return covariance_sigma(natural, r, values)
 
 
 def _split(prob: FitProblem, sigma: np.ndarray) -> dict[str, np.ndarray]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -14,7 +14,7 @@ from physnode.data import Trajectory
 from physnode.errors import DataError, InvalidInputError
 from physnode.models import AUTO, CorrectionScales, HybridModel, InitialState, NeuralODE
 from physnode.models.registry import is_particle_system, resolve_correction
-from physnode.models.symbolic import COEFFICIENTS, SymbolicTerms
+from physnode.models.symbolic import COEFFICIENTS, StateTerms, SymbolicTerms
 from physnode.systems import SYSTEMS, NBody, make_system
 from physnode.systems.base import System, inverse_softplus
 
@@ -128,6 +128,7 @@ def build_problem(
     terms: Sequence[str] = (),
     coefficients: Sequence[float] | None = None,
     validation: float = 0.0,
+    init_params: Mapping[str, float] | None = None,
 ) -> FitProblem:
     """Build the model and the observations from ``data`` (see :class:`FitProblem`);
     ``correction`` is the kind of the hybrid model's correction (see
@@ -135,7 +136,8 @@ def build_problem(
     adds named terms (:class:`~physnode.models.symbolic.SymbolicTerms`) with learned
     ``coefficients`` to a physics model (particle data only); ``validation`` is the fraction
     of the training window's time span, at its end, held out of the gradient steps
-    (:func:`_fitting_samples`)."""
+    (:func:`_fitting_samples`); ``init_params`` the starting values of learned physical
+    parameters (default: the system's defaults; masses: ``init_masses``)."""
     times = _data_times(data)
     n_train, until = _training_samples(times, train_until)
     n_fit = _fitting_samples(times, n_train, until, validation)
@@ -148,6 +150,7 @@ def build_problem(
         seen = _observe_state(data, params, physical, learn)
     else:  # pragma: no cover - Trajectory validation guarantees one of them
         raise DataError("the data hold neither positions nor a state")
+    _start_params(seen.system, init_params or {}, physical)
     if seen.system is not None and physical:  # the terms' coefficients come with the terms
         seen.system.set_learnable([n for n in physical if n != COEFFICIENTS])
     kind = _correction_kind(model, correction, seen)
@@ -285,9 +288,7 @@ def _physics_model(seen: _Observed, spec: _Network) -> nn.Module:
     if not spec.terms:
         return HybridModel(seen.system)
     if not is_particle_system(seen.system):
-        raise InvalidInputError(
-            "terms= (a symbolic refit) needs particle data; this system has no bodies"
-        )
+        return HybridModel(seen.system, StateTerms(seen.system, spec.terms, spec.coefficients))
     return HybridModel(seen.system, SymbolicTerms(seen.system, spec.terms, spec.coefficients))
 
 
@@ -419,6 +420,20 @@ def _particle_system(data, n, d, params, physical, init_masses) -> NBody:
     system = NBody(masses, dim=d, **given)
     _check_learnable(system, physical, "n-body")
     return system
+
+
+def _start_params(
+    system: System | None, init: Mapping[str, float], physical: tuple[str, ...]
+) -> None:
+    """Give learned parameters their starting values ``init`` (validated like any value)."""
+    for name, value in init.items():
+        if system is None or name not in physical or name in ("masses", COEFFICIENTS):
+            raise InvalidInputError(
+                f"init_params gives {name!r}, which is not a learned physical parameter of "
+                f"this fit (learned: {[n for n in physical if n != COEFFICIENTS]}; masses "
+                "start from init_masses)"
+            )
+        system.add_parameter(name, float(value))
 
 
 def _state_system(name: str, params: dict, physical: tuple[str, ...]) -> System:

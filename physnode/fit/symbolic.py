@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from physnode.data import Trajectory
+from physnode.fit.objective import MIN_STEP_BUDGET
 from physnode.models.discovery import Discovery, particle_library
-from physnode.models.symbolic import COEFFICIENTS
+from physnode.models.symbolic import COEFFICIENTS, TARGET_SEPARATOR, state_term
+from physnode.solver import api
 
 __all__ = ["SIGNIFICANCE", "SymbolicRefit", "refit_symbolic"]
 
@@ -63,9 +65,14 @@ def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRe
     ``None`` when the readout kept no term."""
     if not discovery.terms:
         return None
-    terms, start, dropped, wall = list(discovery.terms), discovery.coefficients, [], 0.0
+    terms = list(discovery.terms)
+    if discovery.targets:  # a system without bodies: each term adds to one component
+        terms = [state_term(*pair) for pair in zip(discovery.targets, terms, strict=True)]
+    start, dropped, wall = discovery.coefficients, [], 0.0
+    params = hybrid.params_  # each refit starts where the one before it ended
     while True:
-        fitter = _refit(hybrid, data, terms, start)  # SolverError: the caller says so
+        fitter = _refit(hybrid, data, terms, start, params)  # SolverError: the caller says so
+        params = fitter.params_
         wall += fitter.wall_time_
         c = fitter.params_[COEFFICIENTS]
         s = fitter.uncertainties_[COEFFICIENTS]
@@ -83,8 +90,9 @@ def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRe
     )  # fmt: skip
 
 
-def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray):
-    """One physics + terms fit with the hybrid's settings, from its physical parameters."""
+def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray, params: dict):
+    """One physics + terms fit with the hybrid's settings, from the physical parameters
+    ``params`` (the hybrid's, then the previous refit's) and coefficients ``start``."""
     settings = {
         k: v for k, v in hybrid.settings_.items()
         if k not in ("model", "correction", "terms", "init_coefficients", "init_masses",
@@ -99,12 +107,31 @@ def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray):
     held_out = hybrid.fit_until_ < hybrid.train_until_
     settings["validation"] = hybrid.validation_ if held_out else 0.0
     settings["ensemble"] = 1  # the refit of the chosen member's law: one physics fit
-    masses = hybrid.params_.get("masses")
+    masses = params.get("masses")
+    # every other learned parameter (a system's rates, G) starts there too
+    rates = {k: float(v) for k, v in params.items()
+             if k not in ("masses", COEFFICIENTS) and np.size(v) == 1}  # fmt: skip
+    settings.pop("init_params", None)
     fitter = type(hybrid)(
         **settings, model="physics", terms=terms, init_coefficients=[float(x) for x in start],
         init_masses=None if masses is None else [float(m) for m in masses],
+        init_params=rates or None,
     )  # fmt: skip
+    _check_integrable(fitter, data)
     return fitter.fit(data)
+
+
+def _check_integrable(fitter, data: Trajectory) -> None:
+    """Raise :class:`~physnode.errors.MaxStepsReachedError` when the start of the refit (the
+    readout's law) needs more than :data:`~physnode.fit.objective.MIN_STEP_BUDGET` step
+    attempts over the training window at the fit's tolerance: a law read from an ill-fitted
+    network can blow up, and the refit's first solve has no budget of its own to stop it."""
+    prob = fitter._set_up(data, None)
+    t = torch.as_tensor(prob.times[: prob.n_train], dtype=torch.float64)
+    with torch.no_grad():
+        api.solve(prob.model, prob.start().detach(), t, rtol=fitter.rtol, atol=fitter.atol,
+                  method=fitter.method, grad="backprop",
+                  options={"max_steps": MIN_STEP_BUDGET})  # fmt: skip
 
 
 def _weakest(c: np.ndarray, s: np.ndarray, size: np.ndarray) -> np.ndarray | None:
@@ -130,6 +157,11 @@ def _contributions(fitter, terms: list[str], c: np.ndarray) -> np.ndarray:
     """``|c_k| · RMS(term_k)`` along the fitted training window, per term."""
     pred = fitter.prediction_
     n = int(np.searchsorted(pred.times, fitter.train_until_, side="right"))
+    if pred.positions is None:  # state terms: their monomials along the fitted states
+        y = torch.as_tensor(np.asarray(pred.state[:n], np.float64))
+        with torch.no_grad():
+            values = fitter.model_.correction.monomials(y)
+        return np.abs(c) * values.square().mean(dim=0).sqrt().numpy()
     q, v, m = (torch.as_tensor(np.asarray(x, np.float64)) for x in
                (pred.positions[:n], pred.velocities[:n], pred.masses))  # fmt: skip
     library = particle_library(q.shape[-1])
@@ -139,5 +171,12 @@ def _contributions(fitter, terms: list[str], c: np.ndarray) -> np.ndarray:
 
 
 def _formula(terms: list[str], c: np.ndarray, s: np.ndarray) -> str:
-    parts = [f"({x:.6g} ± {e:.2g}) {t}" for t, x, e in zip(terms, c, s, strict=True)]
-    return "a_i += " + " + ".join(parts)
+    """``a_i += (c ± σ) term + ...``; state terms ``dx/dt += (c ± σ) x y; dy/dt += ...``."""
+    if not all(TARGET_SEPARATOR in t for t in terms):
+        parts = [f"({x:.6g} ± {e:.2g}) {t}" for t, x, e in zip(terms, c, s, strict=True)]
+        return "a_i += " + " + ".join(parts)
+    by_target: dict[str, list[str]] = {}
+    for term, x, e in zip(terms, c, s, strict=True):
+        target, _, monomial = term.partition(TARGET_SEPARATOR)
+        by_target.setdefault(target, []).append(f"({x:.6g} ± {e:.2g}) {monomial}")
+    return "; ".join(f"d{t}/dt += " + " + ".join(p) for t, p in by_target.items())

@@ -2,9 +2,11 @@
 
 :class:`SymbolicTerms` is the correction of a hybrid model whose network was replaced by the
 sparse law read from it (:mod:`physnode.models.discovery`): ``a_i = Σ_k c_k term_k(q_i, v_i,
-...)``. Its coefficients ``c`` are a physical parameter of the system, ``"coefficients"``
-(not constrained in sign), so a fit learns them with the masses, and the least-squares finish
-gives them uncertainties like any physical parameter.
+...)``; :class:`StateTerms` the same for systems without bodies, monomials of the state each
+added to one component's derivative (``"prey: prey predator"``: ``c · prey · predator`` added
+to ``dprey/dt``). Their coefficients ``c`` are a physical parameter of the system,
+``"coefficients"`` (not constrained in sign), so a fit learns them with the masses or rates,
+and the least-squares finish gives them uncertainties like any physical parameter.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from physnode.errors import InvalidInputError
 from physnode.models.discovery import particle_library
 from physnode.models.structured import CorrectionScales, StructuredCorrection
 from physnode.systems.base import System
 
-__all__ = ["COEFFICIENTS", "SymbolicTerms"]
+__all__ = ["COEFFICIENTS", "StateTerms", "SymbolicTerms", "state_term"]
 
 #: the name of the terms' coefficients among the system's physical parameters
 COEFFICIENTS = "coefficients"
@@ -69,3 +71,93 @@ class SymbolicTerms(StructuredCorrection):
         c = self._system.param(COEFFICIENTS, y)
         acc = sum(c[k] * f(q, v, m) for k, f in enumerate(self._functions))
         return acc.flatten(-2)
+
+
+#: separates a state term's target from its monomial: ``"prey: prey predator"``
+TARGET_SEPARATOR = ": "
+
+
+def state_term(target: str, monomial: str) -> str:
+    """The name of a state term: ``monomial`` (a name of
+    :func:`~physnode.models.discovery.polynomial_library`, e.g. ``"prey predator"``, ``"x^2"``,
+    ``"1"``) added to ``d<target>/dt``."""
+    return f"{target}{TARGET_SEPARATOR}{monomial}"
+
+
+class StateTerms(nn.Module):
+    """``d<target_k>/dt += c_k · monomial_k(y)`` for systems without bodies.
+
+    Args:
+        system: the physics; it receives the parameter ``"coefficients"`` ``(K,)`` with the
+            values ``initial`` (default zeros), frozen until
+            ``system.set_learnable("coefficients")``.
+        terms: ``K`` names ``"<target>: <monomial>"`` (:func:`state_term`): the target one of
+            the corrected components (``system.state_names``; the second half for
+            second-order systems), the monomial a product of component names with optional
+            integer powers (``"x y^2"``) or ``"1"``.
+        initial: starting coefficients ``(K,)``.
+    """
+
+    def __init__(
+        self, system: System, terms: Sequence[str], initial: Sequence[float] | None = None
+    ) -> None:
+        super().__init__()
+        names = list(system.state_names)
+        targets = names[len(names) // 2 :] if system.second_order else names
+        if not terms or len(set(terms)) != len(terms):
+            raise InvalidInputError(f"terms {list(terms)}: give each term once, at least one")
+        powers = torch.zeros(len(terms), len(names), dtype=torch.float64)
+        into = torch.zeros(len(terms), len(targets), dtype=torch.float64)
+        for k, term in enumerate(terms):
+            target, monomial = _split(term, targets)
+            into[k, targets.index(target)] = 1.0
+            powers[k] = _powers(monomial, names, term)
+        self.terms = list(terms)
+        self.register_buffer("powers", powers)  # (K, D): the exponent of each component
+        self.register_buffer("into", into)  # (K, C): the component each term adds to
+        system.add_parameter(COEFFICIENTS, _initial(initial, len(terms)), positive=False)
+        object.__setattr__(self, "_system", system)  # the hybrid model's own submodule
+
+    def monomials(self, y: Tensor) -> Tensor:
+        """``(..., D)`` → ``(..., K)``: each term's monomial at ``y`` (no coefficient)."""
+        p = self.powers.to(y.dtype)
+        return torch.prod(y.unsqueeze(-2) ** p, dim=-1)
+
+    def forward(self, y: Tensor) -> Tensor:
+        """``(..., D)`` → ``(..., C)``: the terms' additions to the corrected derivatives."""
+        c = self._system.param(COEFFICIENTS, y)
+        return (self.monomials(y) * c) @ self.into.to(y.dtype)
+
+
+def _split(term: str, targets: list[str]) -> tuple[str, str]:
+    target, sep, monomial = term.partition(TARGET_SEPARATOR)
+    if not sep or target not in targets or not monomial.strip():
+        raise InvalidInputError(
+            f"term {term!r}: write '<component>{TARGET_SEPARATOR}<monomial>' with the "
+            f"component one of {targets} (e.g. {state_term(targets[0], 'x y')!r})"
+        )
+    return target, monomial.strip()
+
+
+def _powers(monomial: str, names: list[str], term: str) -> Tensor:
+    out = torch.zeros(len(names), dtype=torch.float64)
+    if monomial == "1":
+        return out
+    for factor in monomial.split():
+        name, _, power = factor.partition("^")
+        if name not in names or (power and not power.isdigit()):
+            raise InvalidInputError(
+                f"term {term!r}: {factor!r} is not a component of the state {names} with an "
+                "optional integer power (e.g. 'x^2')"
+            )
+        out[names.index(name)] += int(power) if power else 1
+    return out
+
+
+def _initial(initial: Sequence[float] | None, k: int) -> Tensor:
+    if initial is None:
+        return torch.zeros(k, dtype=torch.float64)
+    values = torch.as_tensor(initial, dtype=torch.float64).reshape(-1)
+    if values.numel() != k:
+        raise InvalidInputError(f"{values.numel()} initial coefficients for {k} terms")
+    return values
