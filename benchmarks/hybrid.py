@@ -17,6 +17,12 @@ Hidden accelerations (added to body i; q_i, v_i its position and velocity, r_ij 
                       U_ij = -α m_i m_j exp(-r_ij/λ) / r_ij (an attractive, short-range
                       "fifth force"; momentum and energy conserving)
 
+- ``lotka-volterra``  the universal differential equations paper's case (benchmarks/ude.py):
+                      the known physics is Lotka–Volterra without its interaction terms
+                      (``x' = α x``, ``y' = -γ y``), the network must learn ``-0.9 x y`` and
+                      ``+0.8 x y``; 61 samples on [0, 6], trained on t <= 3; rates instead
+                      of masses in the results, ``mlp`` correction (no bodies)
+
 Models per case: physics-only (``model="physics"``) and ``model="hybrid"`` with each kind in
 ``--corrections``; every fit uses the same settings (no per-case tuning).
 
@@ -46,6 +52,7 @@ from scipy.integrate import solve_ivp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import ude  # the Lotka–Volterra case of the universal differential equations paper
 from fit import fmt_masses, run_fit, table  # the fit benchmark's helpers (benchmarks/fit.py)
 
 from physnode.data import Trajectory, add_noise, write_trajectory
@@ -128,6 +135,11 @@ CASES: dict[str, tuple[Hidden, str]] = {
         f"a_i = Σ_j {ALPHA_YUKAWA} m_j (1 + r/{LAMBDA_YUKAWA}) e^(-r/{LAMBDA_YUKAWA}) r_ij / r³",
     ),
 }
+
+
+#: the state-system case (benchmarks/ude.py), after the three-body ones
+UDE_CASE = "lotka-volterra"
+ALL_CASES = [*CASES, UDE_CASE]
 
 
 def simulate(hidden: Hidden, q0: np.ndarray, v0: np.ndarray, times: np.ndarray):
@@ -267,6 +279,61 @@ def run_case(
     print(flush=True)
 
 
+def run_ude_case(args, rows: list[list[str]], summary: list[str], laws: list[list[str]]) -> None:
+    """The Lotka–Volterra case (benchmarks/ude.py): rates instead of masses, the readout's
+    interaction coefficients; state systems have no symbolic refit yet."""
+    case = UDE_CASE
+    data = ude.make_data(args.ude_t_end, args.noise)
+    print(f"## {case}: {ude.DESCRIPTION}\n\n  u0 {ude.U0}, {data.n_times} samples on "
+          f"[0, {data.times[-1]:g}], train t <= {ude.TRAIN_UNTIL}; learn alpha, gamma from "
+          "(1.5, 3.0)", flush=True)  # fmt: skip
+    physics_rmse = None
+    for name, settings in ude.configs(args):
+        try:
+            r = run_fit(Fitter(**settings), data, args.fit_limit)
+        except Exception as exc:  # a failed fit is a row, not the end of the run
+            print(f"  {name}: failed: {type(exc).__name__}: {exc}", flush=True)
+            rows.append([case, name, "failed", "–", "–", "–", "–", "–"])
+            continue
+        f = r["fitter"]
+        extra = f.extrapolation_rmse_
+        physics_rmse = extra if settings["model"] == "physics" else physics_rmse
+        ratio = extra / physics_rmse if physics_rmse and extra is not None else float("nan")
+        rows.append([
+            case, name, fmt(f.train_rmse_), fmt(extra),
+            "–" if not np.isfinite(ratio) else f"{ratio:.3f}", ude.fmt_rates(f.params_),
+            f"{ude.rate_error(f.params_):.1e}",
+            f"{r['wall']:.1f}" + (" (stopped)" if r["stopped"] else ""),
+        ])  # fmt: skip
+        print(f"  {rows[-1][1:]}", flush=True)
+        found = getattr(f, "discovered_", None)
+        if found is not None:
+            laws.append([case, name, found.formula, f"{found.explained:.3f}",
+                         ude.coefficient_error(found.targets, found.terms,
+                                               found.coefficients)])  # fmt: skip
+            print(f"  law: {found.formula}", flush=True)
+        refit = getattr(f, "refit_", None)
+        if refit is not None:
+            ude_refit_rows(case, name, refit, physics_rmse, rows, laws)
+        if settings["model"] == "hybrid" and extra is not None and physics_rmse:
+            summary.append(f"- {case}: hybrid mlp {extra:.2e}, {ratio:.3f} × physics-only")
+    print(flush=True)
+
+
+def ude_refit_rows(case, name, refit, physics_rmse, rows, laws) -> None:
+    extra = refit.extrapolation_rmse
+    ratio = extra / physics_rmse if physics_rmse and extra is not None else float("nan")
+    rows.append([
+        case, f"{name} → symbolic refit", fmt(refit.train_rmse), fmt(extra),
+        "–" if not np.isfinite(ratio) else f"{ratio:.3f}", ude.fmt_rates(refit.params),
+        f"{ude.rate_error(refit.params):.1e}", f"{refit.wall_time:.1f}",
+    ])  # fmt: skip
+    targets, monomials = zip(*(t.split(": ", 1) for t in refit.terms), strict=True)
+    error = ude.coefficient_error(list(targets), list(monomials), refit.coefficients)
+    laws.append([case, f"{name} → refit", refit.formula, "–", error])
+    print(f"  {rows[-1][1:]}\n  refit: {refit.formula}", flush=True)
+
+
 def refit_rows(case, name, f, physics_rmse, rows, laws) -> None:
     """The discovered law and its symbolic refit as rows of the results and laws tables."""
     found, refit = f.discovered_, f.refit_
@@ -290,18 +357,23 @@ def refit_rows(case, name, f, physics_rmse, rows, laws) -> None:
 def write_data(args) -> None:
     """Each case's data (noise as ``--noise``) as ``DIR/<case>.h5``, for ``physnode fit``."""
     for case in args.cases:
-        data = make_data(case, args)[0]
-        if args.noise:
-            data = add_noise(data, args.noise, seed=1)
+        if case == UDE_CASE:
+            data, what = ude.make_data(args.ude_t_end, args.noise), ude.DESCRIPTION
+        else:
+            data, what = make_data(case, args)[0], CASES[case][1]
+            data = add_noise(data, args.noise, seed=1) if args.noise else data
         path = write_trajectory(Path(args.write_data) / f"{case}.h5", data, overwrite=True)
-        print(f"wrote {path}: {CASES[case][1]} hidden from the fitted model")
+        print(f"wrote {path}: {what} hidden from the fitted model")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (~1 min)")
-    parser.add_argument("--cases", default=",".join(CASES),
-                        help=f"comma-separated cases (default all: {','.join(CASES)})")  # fmt: skip
+    parser.add_argument("--cases", default=",".join(ALL_CASES),
+                        help=f"comma-separated cases (default all: {','.join(ALL_CASES)})",
+                        )  # fmt: skip
+    parser.add_argument("--ude-t-end", type=float, default=6.0,
+                        help="the Lotka–Volterra case's last time (trained on t <= 3)")  # fmt: skip
     parser.add_argument("--corrections", default="field,mlp",
                         help="hybrid correction kinds (comma-separated)")  # fmt: skip
     parser.add_argument("--penalties", default="0",
@@ -333,9 +405,9 @@ def main() -> None:
     args.cases = [c for c in args.cases.split(",") if c]
     args.corrections = [c for c in args.corrections.split(",") if c]
     args.penalties = [w if w == "auto" else float(w) for w in args.penalties.split(",") if w]
-    unknown = [c for c in args.cases if c not in CASES]
+    unknown = [c for c in args.cases if c not in ALL_CASES]
     if unknown:
-        parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+        parser.error(f"unknown case(s) {unknown}; choose from {ALL_CASES}")
     if args.write_data is not None:
         write_data(args)
         return
@@ -359,7 +431,10 @@ def main() -> None:
     summary: list[str] = []
     laws: list[list[str]] = []
     for case in args.cases:
-        run_case(case, args, rows, summary, laws)
+        if case == UDE_CASE:
+            run_ude_case(args, rows, summary, laws)
+        else:
+            run_case(case, args, rows, summary, laws)
         print(f"(elapsed {time.perf_counter() - start:.0f} s)\n", flush=True)
     print("## Results\n")
     table(["case", "model", "train RMSE", "extrapolation RMSE", "/ physics", "masses",
