@@ -259,6 +259,17 @@ def test_resuming_a_hybrid_fit_from_before_corrections_keeps_its_mlp() -> None:
     assert "correction" not in _settings({}, {"model": "physics", "learn": "masses"})
 
 
+def test_resuming_a_fit_from_before_the_retrain_reports_the_chosen_member_as_it_did() -> None:
+    """Fit files written before ``retrain`` existed have no such setting; their choice among
+    members ended with the chosen member, so a resume must not add a retrain it never had,
+    while a file that stored the setting keeps it."""
+    from physnode.cli.fit import _settings
+
+    old = {"model": "hybrid", "learn": "masses", "correction_penalty": "auto", "validation": 0.2}
+    assert _settings({}, old)["retrain"] is False
+    assert _settings({}, {**old, "retrain": True})["retrain"] is True
+
+
 def test_validation_window_is_reported_and_stored(fast: None) -> None:
     """``--validation 0.25`` of the training window [0, P/2] of the reference figure-eight:
     a result row naming the window and the fit file's ``validation_rmse`` / ``fit_until``
