@@ -57,6 +57,7 @@ from fit import fmt_masses, run_fit, table  # the fit benchmark's helpers (bench
 
 from physnode.data import Trajectory, add_noise, write_trajectory
 from physnode.fit import Fitter
+from physnode.models.symbolic import TARGET_SEPARATOR
 from tests.reference import bound_start
 
 TRUE_MASSES = np.array([0.8, 1.3, 1.0])
@@ -207,6 +208,18 @@ def fmt(x) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.2e}"
 
 
+def wall(r: dict) -> str:
+    """A fit's wall time, marked when the time limit stopped it."""
+    return f"{r['wall']:.1f}" + (" (stopped)" if r["stopped"] else "")
+
+
+def result_row(case, name, train, extra, physics_rmse, params: str, error: float, seconds: str):
+    """One row of the results table: RMSEs, extrapolation over physics-only, parameters."""
+    ratio = extra / physics_rmse if physics_rmse and extra is not None else float("nan")
+    shown = "–" if not np.isfinite(ratio) else f"{ratio:.3f}"
+    return [case, name, fmt(train), fmt(extra), shown, params, f"{error:.1e}", seconds]
+
+
 def configs(args) -> list[tuple[str, dict]]:
     settings = {"epochs": args.epochs, "lr": args.lr, "hidden": args.hidden,
                 "lbfgs_steps": args.lbfgs_steps}  # fmt: skip
@@ -259,13 +272,9 @@ def run_case(
         extra = f.extrapolation_rmse_
         if settings["model"] == "physics":
             physics_rmse = extra
-        ratio = extra / physics_rmse if physics_rmse and extra is not None else float("nan")
         masses = f.params_["masses"]
-        rows.append([
-            case, name, fmt(f.train_rmse_), fmt(extra),
-            "–" if not np.isfinite(ratio) else f"{ratio:.3f}", fmt_masses(masses),
-            f"{rel_err(masses):.1e}", f"{r['wall']:.1f}" + (" (stopped)" if r["stopped"] else ""),
-        ])  # fmt: skip
+        rows.append(result_row(case, name, f.train_rmse_, extra, physics_rmse,
+                               fmt_masses(masses), rel_err(masses), wall(r)))  # fmt: skip
         if extra is not None:
             results.append((name, extra))
         print(f"  {rows[-1][1:]}", flush=True)
@@ -281,7 +290,7 @@ def run_case(
 
 def run_ude_case(args, rows: list[list[str]], summary: list[str], laws: list[list[str]]) -> None:
     """The Lotka–Volterra case (benchmarks/ude.py): rates instead of masses, the readout's
-    interaction coefficients; state systems have no symbolic refit yet."""
+    and the symbolic refit's interaction coefficients."""
     case = UDE_CASE
     data = ude.make_data(args.ude_t_end, args.noise)
     print(f"## {case}: {ude.DESCRIPTION}\n\n  u0 {ude.U0}, {data.n_times} samples on "
@@ -298,13 +307,9 @@ def run_ude_case(args, rows: list[list[str]], summary: list[str], laws: list[lis
         f = r["fitter"]
         extra = f.extrapolation_rmse_
         physics_rmse = extra if settings["model"] == "physics" else physics_rmse
-        ratio = extra / physics_rmse if physics_rmse and extra is not None else float("nan")
-        rows.append([
-            case, name, fmt(f.train_rmse_), fmt(extra),
-            "–" if not np.isfinite(ratio) else f"{ratio:.3f}", ude.fmt_rates(f.params_),
-            f"{ude.rate_error(f.params_):.1e}",
-            f"{r['wall']:.1f}" + (" (stopped)" if r["stopped"] else ""),
-        ])  # fmt: skip
+        rates, error = ude.fmt_rates(f.params_), ude.rate_error(f.params_)
+        row = result_row(case, name, f.train_rmse_, extra, physics_rmse, rates, error, wall(r))
+        rows.append(row)
         print(f"  {rows[-1][1:]}", flush=True)
         found = getattr(f, "discovered_", None)
         if found is not None:
@@ -316,19 +321,16 @@ def run_ude_case(args, rows: list[list[str]], summary: list[str], laws: list[lis
         if refit is not None:
             ude_refit_rows(case, name, refit, physics_rmse, rows, laws)
         if settings["model"] == "hybrid" and extra is not None and physics_rmse:
-            summary.append(f"- {case}: hybrid mlp {extra:.2e}, {ratio:.3f} × physics-only")
+            summary.append(f"- {case}: hybrid mlp {extra:.2e}, {row[4]} × physics-only")
     print(flush=True)
 
 
 def ude_refit_rows(case, name, refit, physics_rmse, rows, laws) -> None:
-    extra = refit.extrapolation_rmse
-    ratio = extra / physics_rmse if physics_rmse and extra is not None else float("nan")
-    rows.append([
-        case, f"{name} → symbolic refit", fmt(refit.train_rmse), fmt(extra),
-        "–" if not np.isfinite(ratio) else f"{ratio:.3f}", ude.fmt_rates(refit.params),
-        f"{ude.rate_error(refit.params):.1e}", f"{refit.wall_time:.1f}",
-    ])  # fmt: skip
-    targets, monomials = zip(*(t.split(": ", 1) for t in refit.terms), strict=True)
+    """The Lotka–Volterra refit's rows of the results and laws tables."""
+    rows.append(result_row(case, f"{name} → symbolic refit", refit.train_rmse,
+                           refit.extrapolation_rmse, physics_rmse, ude.fmt_rates(refit.params),
+                           ude.rate_error(refit.params), f"{refit.wall_time:.1f}"))  # fmt: skip
+    targets, monomials = zip(*(t.split(TARGET_SEPARATOR, 1) for t in refit.terms), strict=True)
     error = ude.coefficient_error(list(targets), list(monomials), refit.coefficients)
     laws.append([case, f"{name} → refit", refit.formula, "–", error])
     print(f"  {rows[-1][1:]}\n  refit: {refit.formula}", flush=True)
@@ -341,14 +343,10 @@ def refit_rows(case, name, f, physics_rmse, rows, laws) -> None:
                  coefficient_error(case, found.terms, found.coefficients)])  # fmt: skip
     if refit is None:
         return
-    extra = refit.extrapolation_rmse
-    ratio = extra / physics_rmse if physics_rmse and extra is not None else float("nan")
     masses = refit.params["masses"]
-    rows.append([
-        case, f"{name} → symbolic refit", fmt(refit.train_rmse), fmt(extra),
-        "–" if not np.isfinite(ratio) else f"{ratio:.3f}", fmt_masses(masses),
-        f"{rel_err(masses):.1e}", f"{refit.wall_time:.1f}",
-    ])  # fmt: skip
+    rows.append(result_row(case, f"{name} → symbolic refit", refit.train_rmse,
+                           refit.extrapolation_rmse, physics_rmse, fmt_masses(masses),
+                           rel_err(masses), f"{refit.wall_time:.1f}"))  # fmt: skip
     laws.append([case, f"{name} → refit", refit.formula, "–",
                  coefficient_error(case, refit.terms, refit.coefficients)])  # fmt: skip
     print(f"  {rows[-1][1:]}\n  law: {found.formula}\n  refit: {refit.formula}", flush=True)

@@ -297,9 +297,7 @@ class Fitter:
             if self.correction_penalty == AUTO
             else float(self.correction_penalty),
             "retrain": bool(self.retrain),
-            "init_params": None
-            if not self._init_params()
-            else ";".join(f"{k}={v!r}" for k, v in self._init_params().items()),
+            "init_params": ";".join(f"{k}={v!r}" for k, v in self._init_params().items()) or None,
             # a member of a shared fit (physnode.fit.shared): what its files share
             **(getattr(self, "shared_", None) or {}),
         }

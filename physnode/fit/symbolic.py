@@ -96,7 +96,7 @@ def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray, params
     settings = {
         k: v for k, v in hybrid.settings_.items()
         if k not in ("model", "correction", "terms", "init_coefficients", "init_masses",
-                     "refit_symbolic", "hidden", "learn", "correction_penalty")
+                     "init_params", "refit_symbolic", "hidden", "learn", "correction_penalty")
     }  # fmt: skip
     settings["learn"] = tuple(hybrid.learn)
     # no Adam or L-BFGS: from the readout, the Levenberg–Marquardt finish (exact Jacobian) does
@@ -111,7 +111,6 @@ def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray, params
     # every other learned parameter (a system's rates, G) starts there too
     rates = {k: float(v) for k, v in params.items()
              if k not in ("masses", COEFFICIENTS) and np.size(v) == 1}  # fmt: skip
-    settings.pop("init_params", None)
     fitter = type(hybrid)(
         **settings, model="physics", terms=terms, init_coefficients=[float(x) for x in start],
         init_masses=None if masses is None else [float(m) for m in masses],

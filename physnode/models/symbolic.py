@@ -51,16 +51,9 @@ class SymbolicTerms(StructuredCorrection):
             )
         if len(set(terms)) != len(terms):
             raise InvalidInputError(f"terms {list(terms)} name a term twice")
-        values = torch.zeros(len(terms), dtype=torch.float64)
-        if initial is not None:
-            values = torch.as_tensor(initial, dtype=torch.float64).reshape(-1)
-            if values.numel() != len(terms):
-                raise InvalidInputError(
-                    f"{values.numel()} initial coefficients for {len(terms)} terms"
-                )
         self.terms = list(terms)
         self._functions = [library[t] for t in terms]
-        system.add_parameter(COEFFICIENTS, values, positive=False)
+        system.add_parameter(COEFFICIENTS, _initial(initial, len(terms)), positive=False)
         # the system is the hybrid model's own submodule; kept here unregistered
         object.__setattr__(self, "_system", system)
 
