@@ -437,6 +437,8 @@ def _add_discovered(table: Table, discovered: Any, refit: Any = None) -> None:
                 table.add_row(f"refit {name}", Text(f"{shown} (σ ≤ {sigma:.2g})"), "", "")
         if refit.dropped:
             table.add_row("refit dropped", Text(", ".join(refit.dropped)), "", "")
+        if getattr(refit, "added", None):
+            table.add_row("refit added", Text(", ".join(refit.added)), "", "")
     table.add_section()
 
 

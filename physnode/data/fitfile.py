@@ -22,7 +22,7 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
                                  a hybrid's correction (hybrid fits only)
             terms (K,)  coefficients (K,)  [targets (K,): state systems]
             refit                +formula, +train_rmse, +extrapolation_rmse, +wall_time
-                terms (K',)  coefficients (K',)  sigma (K',)  dropped (strings)
+                terms (K',)  coefficients (K',)  sigma (K',)  dropped, added (strings)
                 params/<name>  uncertainties/<name>
         ensemble                 +best: an ensemble fit's members (ensemble > 1 only)
             seeds (K,)  train_rmse (K,)  validation_rmse (K,)  extrapolation_rmse (K,)
@@ -112,7 +112,8 @@ class FitRecord:
             did not run (an interrupted fit, a pure neural ODE, a file from before it).
         discovered: the law read from a hybrid's correction: ``terms``, ``coefficients``,
             ``targets``, ``formula``, ``explained``, ``library_explained`` and ``refit`` (the
-            symbolic refit's ``terms``, ``coefficients``, ``sigma``, ``dropped``, ``params``,
+            symbolic refit's ``terms``, ``coefficients``, ``sigma``, ``dropped``, ``added``
+            (empty in files from before it), ``params``,
             ``uncertainties``, ``formula``, ``train_rmse``, ``extrapolation_rmse``,
             ``wall_time``; ``None`` without one); ``None`` for other fits.
         ensemble: an ensemble fit's ``best``, ``seeds``, ``train_rmse``,
@@ -321,6 +322,7 @@ def _write_discovered(g: h5py.Group, discovery: Any, refit: Any) -> None:
     r.create_dataset("coefficients", data=np.asarray(refit.coefficients, np.float64))
     r.create_dataset("sigma", data=np.asarray(refit.sigma, np.float64))
     r.create_dataset("dropped", data=hdf5.string_array(list(refit.dropped)))
+    r.create_dataset("added", data=hdf5.string_array(list(refit.added)))
     for name, values in (("params", refit.params), ("uncertainties", refit.uncertainties)):
         group = r.create_group(name, track_order=True)
         for key, value in values.items():
@@ -565,6 +567,7 @@ def _read_discovered(d: Any) -> dict[str, Any] | None:
             "coefficients": r["coefficients"][()],
             "sigma": r["sigma"][()],
             "dropped": hdf5.strings(r["dropped"][()]),
+            "added": hdf5.strings(r["added"][()]) if "added" in r else [],
             "params": _read_arrays(r.get("params")),
             "uncertainties": _read_arrays(r.get("uncertainties")),
             "formula": str(hdf5.python_value(r.attrs["formula"])),

@@ -38,7 +38,7 @@ __all__ = ["Candidates", "Ensemble", "Variant", "fit_members"]
 
 #: what the reported fit copies from the chosen (or the interrupted) member
 RESULTS = (
-    "params_", "uncertainties_", "undetermined_", "noise_", "warnings_", "history_",
+    "params_", "uncertainties_", "undetermined_", "noise_", "converged_", "warnings_", "history_",
     "train_rmse_", "validation_rmse_", "extrapolation_rmse_", "prediction_", "network_state_",
     "interrupted_", "train_until_", "fit_until_", "correction_", "model_", "discovered_",
     "correction_penalty_",

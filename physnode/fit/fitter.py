@@ -127,7 +127,9 @@ class Fitter:
     After :meth:`fit`: ``params_``, ``uncertainties_`` (1σ from the covariance of the
     least-squares finish, see :mod:`physnode.fit.least_squares`; ``inf`` where the data cannot
     determine a parameter), ``undetermined_`` (those parameters), ``noise_`` (the noise level
-    per kind of observation the finish estimated from the residuals), ``warnings_`` (what
+    per kind of observation the finish estimated from the residuals), ``converged_`` (the
+    finish converged; ``False`` after a stop or when the optimiser left it far from the
+    optimum), ``warnings_`` (what
     makes the result doubtful, in words), ``history_``,
     ``train_rmse_`` (over the fitting window: the training window less the validation window),
     ``validation_rmse_`` (over the validation window; ``None`` without one), ``fit_until_``
@@ -450,6 +452,11 @@ class Fitter:
             self.warnings_.append(f"the symbolic refit of {self.discovered_.formula!r} failed, "
                                   f"so there is none: {exc}")  # fmt: skip
             return
+        if self.refit_ is not None and self.refit_.extrapolation_rmse == math.inf:
+            self.warnings_.append(
+                f"the symbolic refit's law ({self.refit_.formula}) cannot be integrated past "
+                "the training window: its extrapolation RMSE is inf"
+            )
         if self.refit_ is not None and self.refit_.train_rmse > WORSE * self.train_rmse_:
             self.warnings_.append(
                 f"the symbolic refit ({self.refit_.formula}) fits the training window "
@@ -550,10 +557,12 @@ class Fitter:
             # a stop must stay quick: no tight-tolerance polish or uncertainties mid-fit
             self.uncertainties_ = {k: np.full_like(v, np.nan) for k, v in prob.physical().items()}
             self.noise_ = {}
+            self.converged_ = False
         else:
             finish = least_squares_finish(self._objective)
             self.uncertainties_ = finish.sigma
             self.noise_ = finish.noise
+            self.converged_ = finish.converged
             if not finish.converged:
                 self.warnings_.append(
                     "the least-squares finish did not converge: the optimiser stopped far from "

@@ -29,7 +29,7 @@ from physnode.fit.problem import FitProblem
 from physnode.fit.uncertainty import covariance_sigma
 from physnode.solver import sensitivities
 
-__all__ = ["Finish", "least_squares_finish"]
+__all__ = ["Finish", "Linearisation", "least_squares_finish", "linearise"]
 
 #: the finish's solver: DOP853 (at this tolerance it takes ~5x fewer steps than dopri5, so
 #: the augmented solves cost less whatever method the fit used) with tolerances tight enough
@@ -49,6 +49,11 @@ CLEAN = 1e-8
 #: parameters): far below the statistical error of any fit, and ~3 evaluations from a point
 #: the optimiser left near the optimum
 STOP = 1e-10
+#: the least step attempts a trial of the finish may take (else 20x the first point's,
+#: physnode.fit.objective.STEP_BUDGET): the fit's floor of 20 000 would let each trial of a
+#: law that blows up (the symbolic refit's) run for minutes, its sensitivities costing several
+#: times a plain solve; a trial near the optimum takes about as many steps as the first point
+FINISH_MIN_STEPS = 1000
 #: solved points kept (residuals and Jacobian): the start and the latest ones
 CACHED_POINTS = 4
 #: evaluations (one sensitivity solve each) one Levenberg–Marquardt run may take: near an
@@ -123,6 +128,42 @@ def least_squares_finish(objective: Objective) -> Finish:
     )
 
 
+@dataclass
+class Linearisation:
+    """The weighted residuals and their exact Jacobian at a problem's current parameters.
+
+    Attributes:
+        residuals: ``(R,)``: ``(model - data) / level`` over the training window, each kind
+            of observation divided by its RMS residual there (the finish's noise levels).
+        jacobian: ``(R, P)``: ``d residuals / d natural parameter``: the learned physical
+            parameters (flattened, in the problem's ``learned`` order), then the learned
+            entries of the start.
+        columns: each learned physical parameter's columns of ``jacobian``.
+    """
+
+    residuals: np.ndarray
+    jacobian: np.ndarray
+    columns: dict[str, slice]
+
+
+def linearise(objective: Objective) -> Linearisation:
+    """:class:`Linearisation` at the problem's current parameters, from one sensitivity solve
+    at the finish's tolerance (a start the solver cannot integrate gives residuals of 1e100
+    and a zero Jacobian)."""
+    prob = objective.problem
+    space = _Space(prob)
+    model = _Residuals(objective, space)
+    x = space.get()
+    weights = model.noise(x, prob.scale.detach().cpu().double().numpy())
+    r, jac = model.weighted(x, weights)
+    _, slopes = space.natural(x)
+    columns, k = {}, 0
+    for name, raw in zip(prob.learned, space.raws, strict=True):
+        columns[name] = slice(k, k + raw.numel())
+        k += raw.numel()
+    return Linearisation(r, jac / slopes, columns)
+
+
 class _Space:
     """The parameters the finish moves, as one float64 vector: the learned physical
     parameters' raw values (the ``nn.Parameter`` s themselves), then the learned start."""
@@ -172,7 +213,7 @@ class _Residuals:
         self.evaluations = 0
         # the finish's own budget (its tolerances differ from the fit's): the first point,
         # the fit's result, sets it
-        self.budget = StepBudget()
+        self.budget = StepBudget(floor=FINISH_MIN_STEPS)
         # the points solved so far (a few: the start, the last trials), so that no point is
         # solved twice (the start's cost is read again at the end)
         self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}

@@ -33,10 +33,11 @@ MIN_STEP_BUDGET = 20_000
 
 class StepBudget:
     """The step attempts of the first solve over each set of times (and shape and tolerances):
-    the budget of the later ones."""
+    the budget of the later ones (:data:`STEP_BUDGET` times as many, at least ``floor``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, floor: int = MIN_STEP_BUDGET) -> None:
         self.reference: dict[tuple, int] = {}
+        self.floor = floor
 
     @staticmethod
     def key(y0: torch.Tensor, t: torch.Tensor, rtol: float, atol: float) -> tuple:
@@ -45,7 +46,7 @@ class StepBudget:
     def limit(self, key: tuple) -> int | None:
         """The most step attempts a solve over ``key`` may take; ``None`` for the first."""
         ref = self.reference.get(key)
-        return None if ref is None else max(MIN_STEP_BUDGET, STEP_BUDGET * ref)
+        return None if ref is None else max(self.floor, STEP_BUDGET * ref)
 
     def record(self, key: tuple, stats: SolverStats) -> None:
         self.reference.setdefault(key, stats.n_accepted + stats.n_rejected)

@@ -581,6 +581,7 @@ def _finish(
         fitter.warnings_ = []
         fitter.uncertainties_ = {k: np.full_like(v, np.nan) for k, v in prob.physical().items()}
         fitter.noise_ = {}
+        fitter.converged_ = False  # no finish ran
         fitter.ensemble_ = fitter.candidates_ = fitter.refit_ = None
         fitter.shared_ = {SETTING: ",".join(shared), **group}
         fitter._results(prob)

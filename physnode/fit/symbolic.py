@@ -8,18 +8,32 @@ negligible (its term adds under :data:`NEGLIGIBLE` of the largest one's accelera
 significant (``|c| < SIGNIFICANCE · σ``, undetermined included) are dropped, the least
 significant first and one at a time, refitting after each: the network's readout may keep a
 term that only helped it approximate another.
+
+The readout may also miss a term (an under-fitted network spreads it over others). So the
+pruned law is then completed from the library: every library term not yet tried is scored,
+at the law's fit, by the score test (Lagrange multiplier test) of adding it, from one
+sensitivity solve with all of them at coefficient 0; the most significant candidate, if it
+passes a 3σ test corrected for the number of candidates (Bonferroni) and its one-step
+coefficient is not negligible, is added and the law refitted and pruned again, as long as the
+training RMSE falls (at most :data:`MAX_ADDED` rounds).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.stats
 import torch
 
 from physnode.data import Trajectory
+from physnode.errors import SolverError
+from physnode.fit.least_squares import Linearisation, linearise
 from physnode.fit.objective import MIN_STEP_BUDGET
-from physnode.models.discovery import Discovery, particle_library
+from physnode.fit.readout import absorb, degenerate_terms
+from physnode.models.discovery import Discovery, particle_library, polynomial_library
+from physnode.models.registry import CORRECTIONS
 from physnode.models.symbolic import COEFFICIENTS, TARGET_SEPARATOR, state_term
 from physnode.solver import api
 
@@ -31,6 +45,22 @@ SIGNIFICANCE = 3.0
 #: the fitted training window (on clean data σ is the solver's error, ~1e-12, so significance
 #: alone would keep a term of 3e-12)
 NEGLIGIBLE = 1e-3
+#: rounds of adding a library term the readout lacks (each: one sensitivity solve, then a
+#: refit and its pruning); a readout that missed more terms than this is no start for a law
+MAX_ADDED = 4
+#: Levenberg–Marquardt runs one refit may take (:meth:`_Search.fit`): from the readout's
+#: coefficients, or with a term just added at 0, the optimum can be more than one run away
+FINISH_RUNS = 4
+#: ... but a run that took the training RMSE down by less than 10 % (to over this fraction of
+#: it) is creeping along an ill-conditioned law (the readout's, before pruning): no more runs
+CREEPING = 0.9
+#: a candidate whose Jacobian column keeps under this fraction of its squared norm once
+#: projected off the law's columns is (nearly) a combination of them (``sum_j m_j r_ij`` and
+#: ``-M q`` while the centre of mass stays at the origin): no new term
+COLLINEAR = 1e-6
+#: singular values of the law's Jacobian below this fraction of the largest span nothing
+#: (an undetermined parameter): left out of the basis the candidates are projected off
+RANK_CUT = 1e-12
 
 
 @dataclass
@@ -39,10 +69,14 @@ class SymbolicRefit:
 
     Attributes:
         terms: the terms kept; coefficients, sigma: their values and 1σ ``(K,)``.
-        dropped: terms of the readout whose refitted coefficient was not significant.
+        dropped: terms of the readout not in the law: their refitted coefficient was not
+            significant or negligible, or (state systems) the term is what a learned
+            parameter already does and was folded into it.
+        added: library terms the readout lacked and the refit added (:func:`_complete`).
         params, uncertainties: every learned physical parameter (the coefficients
             included) and its 1σ.
-        train_rmse, extrapolation_rmse: as the hybrid fit reports them.
+        train_rmse, extrapolation_rmse: as the hybrid fit reports them (extrapolation
+            ``inf``: the law cannot be integrated past the training window).
         formula: one readable line with ``±σ``.
         wall_time: seconds.
     """
@@ -57,48 +91,238 @@ class SymbolicRefit:
     formula: str
     wall_time: float
     dropped: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
 
 
 def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRefit | None:
     """Refit ``data`` with the physics of the fitted ``hybrid`` (a :class:`Fitter`) plus the
-    terms of ``discovery``, from the hybrid's parameters and the readout's coefficients;
-    ``None`` when the readout kept no term."""
+    terms of ``discovery``, from the hybrid's parameters and the readout's coefficients, then
+    complete the law from the library (:func:`_complete`); ``None`` when the readout kept no
+    term."""
     if not discovery.terms:
         return None
-    terms = list(discovery.terms)
+    read, start, params = list(discovery.terms), discovery.coefficients, hybrid.params_
+    terms = read
     if discovery.targets:  # a system without bodies: each term adds to one component
-        terms = [state_term(*pair) for pair in zip(discovery.targets, terms, strict=True)]
-    start, dropped, wall = discovery.coefficients, [], 0.0
-    params = hybrid.params_  # each refit starts where the one before it ended
-    while True:
-        fitter = _refit(hybrid, data, terms, start, params)  # SolverError: the caller says so
-        params = fitter.params_
-        wall += fitter.wall_time_
-        c = fitter.params_[COEFFICIENTS]
-        s = fitter.uncertainties_[COEFFICIENTS]
-        drop = _weakest(c, s, _contributions(fitter, terms, c))
-        if drop is None or len(terms) == 1:
-            break
-        dropped += [terms[k] for k in np.flatnonzero(drop)]
-        terms = [t for t, w in zip(terms, drop, strict=True) if not w]
-        start = c[~drop]
+        read = [state_term(*pair) for pair in zip(discovery.targets, read, strict=True)]
+        terms, start, params = _fold_degenerate(hybrid, discovery)
+        if not terms:
+            return None
+    search = _Search(hybrid, data)
+    law = _complete(search, search.prune(terms, start, params))
+    fitter, extrapolation = search.final(law)
+    c, s = fitter.params_[COEFFICIENTS], fitter.uncertainties_[COEFFICIENTS]
     return SymbolicRefit(
-        terms=terms, coefficients=c.copy(), sigma=np.asarray(s, float).copy(),
+        terms=law.terms, coefficients=c.copy(), sigma=np.asarray(s, float).copy(),
         params=fitter.params_, uncertainties=fitter.uncertainties_,
-        train_rmse=fitter.train_rmse_, extrapolation_rmse=fitter.extrapolation_rmse_,
-        formula=_formula(terms, c, s), wall_time=wall, dropped=dropped,
+        train_rmse=fitter.train_rmse_, extrapolation_rmse=extrapolation,
+        formula=_formula(law.terms, c, s), wall_time=search.wall,
+        dropped=[t for t in read if t not in law.terms],
+        added=[t for t in law.terms if t not in read],
     )  # fmt: skip
+
+
+def _fold_degenerate(hybrid, discovery: Discovery) -> tuple[list[str], np.ndarray, dict]:
+    """The readout's state terms less those a learned parameter already is
+    (:func:`~physnode.fit.readout.degenerate_terms`: ``prey: prey`` is ``alpha``, the
+    network's share of the rate's error), their effect folded into the parameters
+    (:func:`~physnode.fit.readout.absorb`): the refit's terms, coefficients and start."""
+    states = _training_states(hybrid)
+    skip = degenerate_terms(hybrid._prob, states)
+    pairs = list(zip(discovery.targets, discovery.terms, discovery.coefficients, strict=True))
+    folded = [(t, m, float(c)) for t, m, c in pairs if (t, m) in skip]
+    kept = [(t, m, c) for t, m, c in pairs if (t, m) not in skip]
+    terms = [state_term(t, m) for t, m, _ in kept]
+    start = np.array([c for _, _, c in kept], np.float64)
+    return terms, start, absorb(hybrid._prob, states, folded)
+
+
+def _training_states(hybrid) -> np.ndarray:
+    """The hybrid's fitted states ``(T, D)`` over its training window (state systems)."""
+    pred = hybrid.prediction_
+    n = int(np.searchsorted(pred.times, hybrid.train_until_, side="right"))
+    return np.asarray(pred.state[:n], np.float64)
+
+
+@dataclass
+class _Law:
+    """A refitted law: its terms and their fit (a fitted physics :class:`Fitter`)."""
+
+    terms: list[str]
+    fitter: object
+
+
+class _Search:
+    """The refits of one hybrid's law: ``wall`` sums their wall time, ``seen`` holds every
+    term any of them fitted (a term is added at most once). They fit the data up to the
+    hybrid's ``train_until_`` only (a law on the way may blow up past it); :meth:`final`
+    scores the law found on the rest."""
+
+    def __init__(self, hybrid, data: Trajectory) -> None:
+        self.hybrid, self.full, self.wall = hybrid, data, 0.0
+        n = int(np.searchsorted(data.times, hybrid.train_until_, side="right"))
+        self.data = data if n >= data.n_times else data.select(slice(0, n))
+        self.seen: set[str] = set()
+
+    def final(self, law: _Law):
+        """The law's fit and its extrapolation RMSE: refitted on all the data (from its own
+        optimum: a few evaluations) and scored past the training window; ``inf`` when it
+        cannot be integrated there, ``None`` when the data end with the window."""
+        if self.data is self.full:
+            return law.fitter, law.fitter.extrapolation_rmse_
+        c = law.fitter.params_[COEFFICIENTS]
+        try:
+            fitter = _refit(self.hybrid, self.full, law.terms, c, law.fitter.params_)
+        except SolverError:  # the law blows up past the window: report it fitted there
+            return law.fitter, math.inf
+        self.wall += fitter.wall_time_
+        return fitter, fitter.extrapolation_rmse_
+
+    def fit(self, terms: list[str], start: np.ndarray, params: dict):
+        """Physics + ``terms`` from coefficients ``start`` and physical ``params``; while
+        the least-squares finish stops short of the optimum (it takes a few evaluations per
+        run, made for a point an optimiser left near one), again from where it stopped, at
+        most :data:`FINISH_RUNS` runs in all, while each run gains (:data:`CREEPING`)."""
+        self.seen |= set(terms)
+        fitter = _refit(self.hybrid, self.data, terms, start, params)  # SolverError: caller's
+        self.wall += fitter.wall_time_
+        for _ in range(FINISH_RUNS - 1):
+            if fitter.converged_:
+                break
+            again = _refit(self.hybrid, self.data, terms, fitter.params_[COEFFICIENTS],
+                           fitter.params_)  # fmt: skip
+            self.wall += again.wall_time_
+            if not again.train_rmse_ < fitter.train_rmse_:
+                break
+            fitter, gain = again, again.train_rmse_ / fitter.train_rmse_
+            if gain > CREEPING:
+                break
+        return fitter
+
+    def prune(self, terms: list[str], start: np.ndarray, params: dict) -> _Law:
+        """:meth:`fit`, then drop the terms :func:`_weakest` names, refitting after each."""
+        while True:
+            fitter = self.fit(terms, start, params)
+            params = fitter.params_  # each refit starts where the one before it ended
+            c = fitter.params_[COEFFICIENTS]
+            s = fitter.uncertainties_[COEFFICIENTS]
+            drop = _weakest(c, s, np.abs(c) * _term_rms(fitter, fitter.model_, terms))
+            if drop is None or len(terms) == 1:
+                return _Law(terms, fitter)
+            terms = [t for t, w in zip(terms, drop, strict=True) if not w]
+            start = c[~drop]
+
+
+def _complete(search: _Search, law: _Law) -> _Law:
+    """Add library terms the law lacks, one per round (at most :data:`MAX_ADDED`): the
+    candidate the score test (:func:`_scores`) finds most significant, if it passes
+    :func:`_threshold` and its one-step coefficient is not negligible, is added with
+    coefficient 0 and the law refitted and pruned (which may drop it, or others). A round
+    stands only if its law fits the training window better than the one before; otherwise
+    the search ends. No term is added twice, nor one the readout had and the refit dropped."""
+    for _ in range(MAX_ADDED):
+        pool = [t for t in _library(search.hybrid) if t not in search.seen]
+        term = _addition(search, law, pool)
+        if term is None:
+            return law
+        c = law.fitter.params_[COEFFICIENTS]
+        try:
+            trial = search.prune([*law.terms, term], np.append(c, 0.0), law.fitter.params_)
+        except SolverError:
+            return law
+        if not trial.fitter.train_rmse_ < law.fitter.train_rmse_:
+            return law
+        law = trial
+    return law
+
+
+def _library(hybrid) -> list[str]:
+    """The refit's candidate terms: the polynomial library per corrected component for
+    systems without bodies (less the terms a learned parameter already is), else the particle
+    library of the hybrid's correction kind."""
+    prob = hybrid._prob
+    if prob.particles is None:
+        names = list(prob.system.state_names)
+        targets = names[len(names) // 2 :] if prob.system.second_order else names
+        skip = degenerate_terms(prob, _training_states(hybrid))
+        return [state_term(t, m) for t in targets for m, _ in polynomial_library(names)
+                if (t, m) not in skip]  # fmt: skip
+    return list(particle_library(prob.particles[1], CORRECTIONS[hybrid.correction_].families))
+
+
+def _addition(search: _Search, law: _Law, pool: list[str]) -> str | None:
+    """The term of ``pool`` to add next, or ``None``: the law and every candidate (at
+    coefficient 0, so the same trajectory) are linearised at the law's fit in one
+    sensitivity solve, and each candidate scored against the law's columns."""
+    if not pool:
+        return None
+    fitter = law.fitter
+    c = fitter.params_[COEFFICIENTS]
+    probe = _fitter(search.hybrid, [*law.terms, *pool], np.append(c, np.zeros(len(pool))),
+                    fitter.params_)  # fmt: skip
+    probe._set_up(search.data, fitter._prob.start().detach())
+    lin = linearise(probe._objective)
+    cols = lin.columns[COEFFICIENTS]
+    scores, steps = _scores(lin, np.arange(cols.start + len(law.terms), cols.stop))
+    rms = _term_rms(fitter, probe.model_, pool)
+    largest = float(np.max(np.abs(c) * _term_rms(fitter, fitter.model_, law.terms)))
+    ok = (scores >= _threshold(len(pool))) & (np.abs(steps) * rms >= NEGLIGIBLE * largest)
+    if not ok.any():
+        return None
+    return pool[int(np.argmax(np.where(ok, scores, -np.inf)))]
+
+
+def _scores(lin: Linearisation, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The score test of adding each column ``new`` of ``lin.jacobian`` to the others: the
+    fall of the weighted residual sum of squares one Gauss–Newton step would give, over the
+    residual variance ``s²`` (a χ²(1) statistic when the law is complete: ``z²`` of the new
+    coefficient), and that step's coefficient. A column (near) in the span of the others
+    (:data:`COLLINEAR`) scores 0; so does every column when the residuals are not finite."""
+    r, jac = lin.residuals, lin.jacobian
+    zeros = np.zeros(len(new))
+    if not (np.all(np.isfinite(jac)) and np.all(np.abs(r) < 1e99)):
+        return zeros, zeros
+    old = np.setdiff1d(np.arange(jac.shape[1]), new)
+    u, sv, _ = np.linalg.svd(jac[:, old], full_matrices=False)
+    basis = u[:, sv > RANK_CUT * sv.max()] if sv.size else u[:, :0]
+    b = jac[:, new]
+    b_perp = b - basis @ (basis.T @ b)
+    r_perp = r - basis @ (basis.T @ r)
+    s2 = float(r_perp @ r_perp) / max(len(r) - basis.shape[1], 1)
+    norm2 = np.sum(b_perp**2, axis=0)
+    distinct = (norm2 > COLLINEAR * np.sum(b**2, axis=0)) & (s2 > 0)
+    g = b_perp.T @ r_perp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = np.where(distinct, g**2 / norm2 / s2, 0.0)
+        steps = np.where(distinct, -g / norm2, 0.0)
+    return scores, steps
+
+
+def _threshold(k: int) -> float:
+    """The score the best of ``k`` candidates must reach: the χ²(1) level whose chance of
+    being passed by any of ``k`` terms that are not in the data equals that of one
+    :data:`SIGNIFICANCE` σ test (Bonferroni), so a larger library adds no more false terms."""
+    alpha = scipy.stats.chi2.sf(SIGNIFICANCE**2, 1)
+    return float(scipy.stats.chi2.isf(alpha / max(k, 1), 1))
 
 
 def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray, params: dict):
     """One physics + terms fit with the hybrid's settings, from the physical parameters
     ``params`` (the hybrid's, then the previous refit's) and coefficients ``start``."""
+    fitter = _fitter(hybrid, terms, start, params)
+    _check_integrable(fitter, data)
+    return fitter.fit(data)
+
+
+def _fitter(hybrid, terms: list[str], start: np.ndarray, params: dict):
+    """The (unfitted) physics + ``terms`` fitter of :func:`_refit`."""
     settings = {
         k: v for k, v in hybrid.settings_.items()
         if k not in ("model", "correction", "terms", "init_coefficients", "init_masses",
                      "init_params", "refit_symbolic", "hidden", "learn", "correction_penalty")
     }  # fmt: skip
     settings["learn"] = tuple(hybrid.learn)
+    settings["train_until"] = hybrid.train_until_  # also on data cut there (_Search)
     # no Adam or L-BFGS: from the readout, the Levenberg–Marquardt finish (exact Jacobian) does
     # the work; Adam's steps of ~lr in each coefficient threw a 0.1 drag to a close encounter
     settings["epochs"], settings["lbfgs_steps"] = 0, 0
@@ -111,13 +335,11 @@ def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray, params
     # every other learned parameter (a system's rates, G) starts there too
     rates = {k: float(v) for k, v in params.items()
              if k not in ("masses", COEFFICIENTS) and np.size(v) == 1}  # fmt: skip
-    fitter = type(hybrid)(
+    return type(hybrid)(
         **settings, model="physics", terms=terms, init_coefficients=[float(x) for x in start],
         init_masses=None if masses is None else [float(m) for m in masses],
         init_params=rates or None,
     )  # fmt: skip
-    _check_integrable(fitter, data)
-    return fitter.fit(data)
 
 
 def _check_integrable(fitter, data: Trajectory) -> None:
@@ -152,21 +374,22 @@ def _weakest(c: np.ndarray, s: np.ndarray, size: np.ndarray) -> np.ndarray | Non
     return drop
 
 
-def _contributions(fitter, terms: list[str], c: np.ndarray) -> np.ndarray:
-    """``|c_k| · RMS(term_k)`` along the fitted training window, per term."""
+def _term_rms(fitter, model, terms: list[str]) -> np.ndarray:
+    """RMS of each of ``terms`` (coefficient 1) along ``fitter``'s fitted training window;
+    state terms' monomials are read from ``model``'s correction, which must hold them."""
     pred = fitter.prediction_
     n = int(np.searchsorted(pred.times, fitter.train_until_, side="right"))
     if pred.positions is None:  # state terms: their monomials along the fitted states
         y = torch.as_tensor(np.asarray(pred.state[:n], np.float64))
         with torch.no_grad():
-            values = fitter.model_.correction.monomials(y)
-        return np.abs(c) * values.square().mean(dim=0).sqrt().numpy()
+            values = model.correction.monomials(y).square().mean(dim=0).sqrt().numpy()
+        index = [model.correction.terms.index(t) for t in terms]
+        return values[index]
     q, v, m = (torch.as_tensor(np.asarray(x, np.float64)) for x in
                (pred.positions[:n], pred.velocities[:n], pred.masses))  # fmt: skip
     library = particle_library(q.shape[-1])
     with torch.no_grad():
-        rms = np.array([float(library[t](q, v, m).square().mean().sqrt()) for t in terms])
-    return np.abs(c) * rms
+        return np.array([float(library[t](q, v, m).square().mean().sqrt()) for t in terms])
 
 
 def _formula(terms: list[str], c: np.ndarray, s: np.ndarray) -> str:

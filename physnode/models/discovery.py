@@ -49,6 +49,7 @@ __all__ = [
     "Discovery",
     "discover_particles",
     "discover_state",
+    "monomial_values",
     "particle_library",
     "polynomial_library",
     "stlsq",
@@ -183,7 +184,7 @@ def _monomial_name(names: Sequence[str], combo: tuple[int, ...]) -> str:
     return " ".join(parts)
 
 
-def _monomials(states: np.ndarray, library: list[tuple[str, tuple[int, ...]]]) -> np.ndarray:
+def monomial_values(states: np.ndarray, library: list[tuple[str, tuple[int, ...]]]) -> np.ndarray:
     """``(T, D)`` states → ``(T, K)`` monomial values."""
     cols = [np.prod(states[:, list(combo)], axis=1) if combo else np.ones(len(states))
             for _, combo in library]  # fmt: skip
@@ -299,7 +300,7 @@ def discover_state(
     """
     states = np.asarray(states, np.float64)
     library = polynomial_library(names)
-    columns = _monomials(states, library)
+    columns = monomial_values(states, library)
     correction = np.asarray(correction, np.float64).reshape(len(states), -1)
     terms, coefficients, targets_out, pieces = [], [], [], []
     residual, total, ceiling_res = 0.0, float(np.sum(correction**2)), 0.0

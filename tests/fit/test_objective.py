@@ -92,7 +92,7 @@ def test_the_least_squares_finish_rejects_a_trial_over_the_budget(monkeypatch):
     from physnode.fit import least_squares
 
     monkeypatch.setattr("physnode.fit.objective.STEP_BUDGET", 2)
-    monkeypatch.setattr("physnode.fit.objective.MIN_STEP_BUDGET", 10)
+    monkeypatch.setattr("physnode.fit.least_squares.FINISH_MIN_STEPS", 10)  # its own floor
     t = np.linspace(0.0, FIGURE_EIGHT_PERIOD / 4, 10)
     q0, v0 = reference.FIGURE_EIGHT_POSITIONS, reference.FIGURE_EIGHT_VELOCITIES
     data = reference.to_trajectory(reference.simulate((1.0, 1.0, 1.0), q0, v0, t))
