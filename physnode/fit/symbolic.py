@@ -15,7 +15,7 @@ at the law's fit, by the score test (Lagrange multiplier test) of adding it, fro
 sensitivity solve with all of them at coefficient 0; the most significant candidate, if it
 passes a 3σ test corrected for the number of candidates (Bonferroni) and its one-step
 coefficient is not negligible, is added and the law refitted and pruned again, as long as the
-training RMSE falls (at most :data:`MAX_ADDED` rounds).
+law's Bayesian information criterion falls (at most :data:`MAX_ADDED` rounds).
 """
 
 from __future__ import annotations
@@ -153,8 +153,7 @@ class _Law:
 
 
 class _Search:
-    """The refits of one hybrid's law: ``wall`` sums their wall time, ``seen`` holds every
-    term any of them fitted (a term is added at most once). They fit the data up to the
+    """The refits of one hybrid's law; ``wall`` sums their wall time. They fit the data up to the
     hybrid's ``train_until_`` only (a law on the way may blow up past it); :meth:`final`
     scores the law found on the rest."""
 
@@ -162,7 +161,6 @@ class _Search:
         self.hybrid, self.full, self.wall = hybrid, data, 0.0
         n = int(np.searchsorted(data.times, hybrid.train_until_, side="right"))
         self.data = data if n >= data.n_times else data.select(slice(0, n))
-        self.seen: set[str] = set()
 
     def final(self, law: _Law):
         """The law's fit and its extrapolation RMSE: refitted on all the data (from its own
@@ -183,7 +181,6 @@ class _Search:
         the least-squares finish stops short of the optimum (it takes a few evaluations per
         run, made for a point an optimiser left near one), again from where it stopped, at
         most :data:`FINISH_RUNS` runs in all, while each run gains (:data:`CREEPING`)."""
-        self.seen |= set(terms)
         fitter = _refit(self.hybrid, self.data, terms, start, params)  # SolverError: caller's
         self.wall += fitter.wall_time_
         for _ in range(FINISH_RUNS - 1):
@@ -218,22 +215,37 @@ def _complete(search: _Search, law: _Law) -> _Law:
     candidate the score test (:func:`_scores`) finds most significant, if it passes
     :func:`_threshold` and its one-step coefficient is not negligible, is added with
     coefficient 0 and the law refitted and pruned (which may drop it, or others). A round
-    stands only if its law fits the training window better than the one before; otherwise
-    the search ends. No term is added twice, nor one the readout had and the refit dropped."""
+    stands only if its law is better by :func:`_criterion`; otherwise the search ends. No
+    term is added twice; a readout term the pruning dropped may come back once (pruning one
+    at a time among near-collinear terms, ``q``, ``|q| q``, ``|q|^2 q``, can drop the law)."""
+    added: set[str] = set()
     for _ in range(MAX_ADDED):
-        pool = [t for t in _library(search.hybrid) if t not in search.seen]
+        pool = [t for t in _library(search.hybrid) if t not in added and t not in law.terms]
         term = _addition(search, law, pool)
         if term is None:
             return law
+        added.add(term)
         c = law.fitter.params_[COEFFICIENTS]
         try:
             trial = search.prune([*law.terms, term], np.append(c, 0.0), law.fitter.params_)
         except SolverError:
             return law
-        if not trial.fitter.train_rmse_ < law.fitter.train_rmse_:
+        if not _criterion(trial) < _criterion(law):
             return law
         law = trial
     return law
+
+
+def _criterion(law: _Law) -> float:
+    """The Bayesian information criterion of ``law``'s fit of its training window, up to a
+    constant: ``n log(RSS / n) + K log n`` over its ``n`` fitted residuals and ``K`` terms,
+    so a law that fits no better with more terms loses (and on clean data, where the RSS
+    is the solver's error, only a law that fits far better wins)."""
+    fitter = law.fitter
+    prob = fitter._prob
+    columns = prob.particles[0] * prob.particles[1] if prob.particles else len(prob.index)
+    n = prob.n_fit * columns
+    return n * math.log(max(fitter.train_rmse_**2, 1e-300)) + len(law.terms) * math.log(n)
 
 
 def _library(hybrid) -> list[str]:
