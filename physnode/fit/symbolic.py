@@ -10,7 +10,7 @@ significant first and one at a time, refitting after each: the network's readout
 term that only helped it approximate another.
 
 The readout may also miss a term (an under-fitted network spreads it over others). So the
-pruned law is then completed from the library: every library term not yet tried is scored,
+pruned law is then completed from the library: every library term not in the law is scored,
 at the law's fit, by the score test (Lagrange multiplier test) of adding it, from one
 sensitivity solve with all of them at coefficient 0; the most significant candidate, if it
 passes a 3σ test corrected for the number of candidates (Bonferroni) and its one-step
