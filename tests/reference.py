@@ -11,6 +11,7 @@ Units: any consistent set in which the gravitational constant is ``G``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,11 +69,11 @@ def energy(q: np.ndarray, v: np.ndarray, masses: np.ndarray, G: float) -> float:
 
 def simulate(
     masses, q0, v0, times, G: float = 1.0, rtol: float = TOL, atol: float = TOL,
-    drag: float = 0.0,
+    drag: float = 0.0, extra: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> Run:  # fmt: skip
     """Integrate from ``q0``, ``v0`` (``(N, dim)``) and sample at ``times`` (``(T,)``, from the
-    start time on). ``drag`` adds ``-drag * v_i`` to every acceleration (physics a fit's
-    model may lack)."""
+    start time on). ``drag`` adds ``-drag * v_i`` to every acceleration, ``extra(q, v)``
+    (``(N, dim)`` each) its ``(N, dim)`` result (physics a fit's model may lack)."""
     masses = np.asarray(masses, dtype=np.float64)
     q0 = np.asarray(q0, dtype=np.float64)
     v0 = np.asarray(v0, dtype=np.float64)
@@ -83,7 +84,10 @@ def simulate(
         del t  # autonomous
         q = y[: n * dim].reshape(n, dim)
         v = y[n * dim :]
-        return np.concatenate([v, acceleration(q, masses, G).ravel() - drag * v])
+        a = acceleration(q, masses, G).ravel() - drag * v
+        if extra is not None:
+            a = a + extra(q, v.reshape(n, dim)).ravel()
+        return np.concatenate([v, a])
 
     sol = solve_ivp(
         rhs, (times[0], times[-1]), np.concatenate([q0.ravel(), v0.ravel()]),

@@ -439,6 +439,9 @@ def _add_discovered(table: Table, discovered: Any, refit: Any = None) -> None:
             table.add_row("refit dropped", Text(", ".join(refit.dropped)), "", "")
         if getattr(refit, "added", None):
             table.add_row("refit added", Text(", ".join(refit.added)), "", "")
+        for formula, delta in zip(getattr(refit, "rivals", []),
+                                  getattr(refit, "rival_delta", []), strict=True):  # fmt: skip
+            table.add_row("refit rival", Text(f"{formula} (BIC {delta:+.2f})"), "", "")
     table.add_section()
 
 

@@ -23,6 +23,7 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
             terms (K,)  coefficients (K,)  [targets (K,): state systems]
             refit                +formula, +train_rmse, +extrapolation_rmse, +wall_time
                 terms (K',)  coefficients (K',)  sigma (K',)  dropped, added (strings)
+                rivals (strings)  rival_delta (R,)
                 params/<name>  uncertainties/<name>
         ensemble                 +best: an ensemble fit's members (ensemble > 1 only)
             seeds (K,)  train_rmse (K,)  validation_rmse (K,)  extrapolation_rmse (K,)
@@ -323,6 +324,8 @@ def _write_discovered(g: h5py.Group, discovery: Any, refit: Any) -> None:
     r.create_dataset("sigma", data=np.asarray(refit.sigma, np.float64))
     r.create_dataset("dropped", data=hdf5.string_array(list(refit.dropped)))
     r.create_dataset("added", data=hdf5.string_array(list(refit.added)))
+    r.create_dataset("rivals", data=hdf5.string_array(list(refit.rivals)))
+    r.create_dataset("rival_delta", data=np.asarray(refit.rival_delta, np.float64))
     for name, values in (("params", refit.params), ("uncertainties", refit.uncertainties)):
         group = r.create_group(name, track_order=True)
         for key, value in values.items():
@@ -568,6 +571,8 @@ def _read_discovered(d: Any) -> dict[str, Any] | None:
             "sigma": r["sigma"][()],
             "dropped": hdf5.strings(r["dropped"][()]),
             "added": hdf5.strings(r["added"][()]) if "added" in r else [],
+            "rivals": hdf5.strings(r["rivals"][()]) if "rivals" in r else [],
+            "rival_delta": r["rival_delta"][()] if "rival_delta" in r else np.zeros(0),
             "params": _read_arrays(r.get("params")),
             "uncertainties": _read_arrays(r.get("uncertainties")),
             "formula": str(hdf5.python_value(r.attrs["formula"])),

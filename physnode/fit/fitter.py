@@ -457,6 +457,14 @@ class Fitter:
                 f"the symbolic refit's law ({self.refit_.formula}) cannot be integrated past "
                 "the training window: its extrapolation RMSE is inf"
             )
+        if self.refit_ is not None and self.refit_.rivals:
+            others = "; ".join(f"{f} (information criterion {d:+.2f})"
+                               for f, d in zip(self.refit_.rivals, self.refit_.rival_delta,
+                                               strict=True))  # fmt: skip
+            self.warnings_.append(
+                f"the data barely tell the symbolic refit's law ({self.refit_.formula}) from "
+                f"{others}: more data, or less noise, would be needed to choose"
+            )
         if self.refit_ is not None and self.refit_.train_rmse > WORSE * self.train_rmse_:
             self.warnings_.append(
                 f"the symbolic refit ({self.refit_.formula}) fits the training window "

@@ -16,6 +16,18 @@ sensitivity solve with all of them at coefficient 0; the most significant candid
 passes a 3σ test corrected for the number of candidates (Bonferroni) and its one-step
 coefficient is not negligible, is added and the law refitted and pruned again, as long as the
 law's Bayesian information criterion falls (at most :data:`MAX_ADDED` rounds).
+
+Pruning one term at a time among near-collinear terms (``q``, ``|q| q`` and ``|q|^2 q`` over
+an orbit whose ``|q|`` varies little) can keep two that together mimic the one in the data,
+and then no single term scores (the one in the data adds nothing the two do not already do).
+So a completed law is last offered swaps (:func:`_swap`): each of its terms whose Jacobian
+column is nearly a combination of the others' (:data:`COLLINEAR_TERM`) is dropped in turn,
+the rest refitted, pruned and completed; the best such law replaces the law if its
+information criterion is lower.
+
+Laws the search fitted whose information criterion is within :data:`RIVAL` of the chosen
+law's are reported with it as its rivals: the data do not tell them apart (on a short noisy
+window ``q`` and ``|q| q`` can fit equally well).
 """
 
 from __future__ import annotations
@@ -58,6 +70,19 @@ CREEPING = 0.9
 #: projected off the law's columns is (nearly) a combination of them (``sum_j m_j r_ij`` and
 #: ``-M q`` while the centre of mass stays at the origin): no new term
 COLLINEAR = 1e-6
+#: a law term whose Jacobian column keeps under this fraction of its squared norm once
+#: projected off every other column (the other terms', the physical parameters', the start's)
+#: is near-collinear and offered for a swap: a variance inflation factor over 10, the usual
+#: rule of thumb for multicollinearity in regression (Kutner et al., Applied Linear
+#: Statistical Models, 2005, section 10.5)
+COLLINEAR_TERM = 0.1
+#: rounds of swaps (:func:`_swap`; each: one refit, pruning and completion per collinear term)
+MAX_SWAPS = 2
+#: a law the search fitted whose information criterion is less than this above the chosen
+#: law's is a rival (:attr:`SymbolicRefit.rivals`): a difference in the Bayesian information
+#: criterion under 2 is "not worth more than a bare mention" (Kass & Raftery 1995, J. Am.
+#: Stat. Assoc. 90, 773, section 3.2)
+RIVAL = 2.0
 #: singular values of the law's Jacobian below this fraction of the largest span nothing
 #: (an undetermined parameter): left out of the basis the candidates are projected off
 RANK_CUT = 1e-12
@@ -73,6 +98,10 @@ class SymbolicRefit:
             significant or negligible, or (state systems) the term is what a learned
             parameter already does and was folded into it.
         added: library terms the readout lacked and the refit added (:func:`_complete`).
+        rivals: formulas of other laws the search fitted that the data do not tell apart
+            from this one (:data:`RIVAL`), the lowest criterion first; rival_delta: their
+            information criterion less this law's (negative: a law the greedy search passed
+            by fits a little better for its terms).
         params, uncertainties: every learned physical parameter (the coefficients
             included) and its 1σ.
         train_rmse, extrapolation_rmse: as the hybrid fit reports them (extrapolation
@@ -92,6 +121,8 @@ class SymbolicRefit:
     wall_time: float
     dropped: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
+    rivals: list[str] = field(default_factory=list)
+    rival_delta: list[float] = field(default_factory=list)
 
 
 def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRefit | None:
@@ -109,9 +140,10 @@ def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRe
         if not terms:
             return None
     search = _Search(hybrid, data)
-    law = _complete(search, search.prune(terms, start, params))
+    law = _swap(search, _complete(search, search.prune(terms, start, params)))
     fitter, extrapolation = search.final(law)
     c, s = fitter.params_[COEFFICIENTS], fitter.uncertainties_[COEFFICIENTS]
+    rivals = search.rivals(law)
     return SymbolicRefit(
         terms=law.terms, coefficients=c.copy(), sigma=np.asarray(s, float).copy(),
         params=fitter.params_, uncertainties=fitter.uncertainties_,
@@ -119,6 +151,7 @@ def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRe
         formula=_formula(law.terms, c, s), wall_time=search.wall,
         dropped=[t for t in read if t not in law.terms],
         added=[t for t in law.terms if t not in read],
+        rivals=[f for f, _ in rivals], rival_delta=[d for _, d in rivals],
     )  # fmt: skip
 
 
@@ -155,10 +188,12 @@ class _Law:
 class _Search:
     """The refits of one hybrid's law; ``wall`` sums their wall time. They fit the data up to the
     hybrid's ``train_until_`` only (a law on the way may blow up past it); :meth:`final`
-    scores the law found on the rest."""
+    scores the law found on the rest. ``laws`` holds each term set fitted: its lowest
+    :func:`_criterion` and the formula of that fit."""
 
     def __init__(self, hybrid, data: Trajectory) -> None:
         self.hybrid, self.full, self.wall = hybrid, data, 0.0
+        self.laws: dict[frozenset[str], tuple[float, str]] = {}
         n = int(np.searchsorted(data.times, hybrid.train_until_, side="right"))
         self.data = data if n >= data.n_times else data.select(slice(0, n))
 
@@ -194,7 +229,22 @@ class _Search:
             fitter, gain = again, again.train_rmse_ / fitter.train_rmse_
             if gain > CREEPING:
                 break
+        self._record(_Law(terms, fitter))
         return fitter
+
+    def _record(self, law: _Law) -> None:
+        key, score = frozenset(law.terms), _criterion(law)
+        if key not in self.laws or score < self.laws[key][0]:
+            c, s = law.fitter.params_[COEFFICIENTS], law.fitter.uncertainties_[COEFFICIENTS]
+            self.laws[key] = (score, _formula(law.terms, c, s))
+
+    def rivals(self, law: _Law) -> list[tuple[str, float]]:
+        """``(formula, criterion less law's)`` of each other law fitted within :data:`RIVAL`
+        of ``law``'s criterion, the lowest first."""
+        mine = _criterion(law)
+        near = [(f, x - mine) for key, (x, f) in self.laws.items()
+                if key != frozenset(law.terms) and x - mine < RIVAL]  # fmt: skip
+        return sorted(near, key=lambda pair: pair[1])
 
     def prune(self, terms: list[str], start: np.ndarray, params: dict) -> _Law:
         """:meth:`fit`, then drop the terms :func:`_weakest` names, refitting after each."""
@@ -234,6 +284,53 @@ def _complete(search: _Search, law: _Law) -> _Law:
             return law
         law = trial
     return law
+
+
+def _swap(search: _Search, law: _Law) -> _Law:
+    """The law with near-collinear terms swapped out, while that lowers :func:`_criterion`
+    (at most :data:`MAX_SWAPS` rounds): each term :func:`_collinear` names is dropped in turn
+    and the rest refitted, pruned and completed (:func:`_complete`, which may add the term
+    back); the best law that differs from ``law`` in its terms replaces it if it is better."""
+    for _ in range(MAX_SWAPS):
+        best = law
+        c = law.fitter.params_[COEFFICIENTS]
+        for term in _collinear(search, law):
+            keep = np.array([t != term for t in law.terms])
+            rest = [t for t, k in zip(law.terms, keep, strict=True) if k]
+            try:
+                trial = _complete(search, search.prune(rest, c[keep], law.fitter.params_))
+            except SolverError:
+                continue
+            if sorted(trial.terms) != sorted(law.terms) and _criterion(trial) < _criterion(best):
+                best = trial
+        if best is law:
+            return law
+        law = best
+    return law
+
+
+def _collinear(search: _Search, law: _Law) -> list[str]:
+    """The terms of ``law`` (of two or more) whose Jacobian column at the law's fit keeps
+    under :data:`COLLINEAR_TERM` of its squared norm once projected off every other
+    column, the most collinear first."""
+    if len(law.terms) < 2:
+        return []
+    fitter = law.fitter
+    probe = _fitter(search.hybrid, law.terms, fitter.params_[COEFFICIENTS], fitter.params_)
+    probe._set_up(search.data, fitter._prob.start().detach())
+    lin = linearise(probe._objective)
+    jac = lin.jacobian
+    if not np.all(np.isfinite(jac)):
+        return []
+    cols = lin.columns[COEFFICIENTS]
+    kept = []
+    for j in range(cols.start, cols.start + len(law.terms)):
+        basis = _span(np.delete(jac, j, axis=1))
+        b = jac[:, j]
+        left = b - basis @ (basis.T @ b)
+        kept.append(float(left @ left) / max(float(b @ b), 1e-300))
+    order = np.argsort(kept)
+    return [law.terms[k] for k in order if kept[k] < COLLINEAR_TERM]
 
 
 def _criterion(law: _Law) -> float:
@@ -294,9 +391,7 @@ def _scores(lin: Linearisation, new: np.ndarray) -> tuple[np.ndarray, np.ndarray
     zeros = np.zeros(len(new))
     if not (np.all(np.isfinite(jac)) and np.all(np.abs(r) < 1e99)):
         return zeros, zeros
-    old = np.setdiff1d(np.arange(jac.shape[1]), new)
-    u, sv, _ = np.linalg.svd(jac[:, old], full_matrices=False)
-    basis = u[:, sv > RANK_CUT * sv.max()] if sv.size else u[:, :0]
+    basis = _span(jac[:, np.setdiff1d(np.arange(jac.shape[1]), new)])
     b = jac[:, new]
     b_perp = b - basis @ (basis.T @ b)
     r_perp = r - basis @ (basis.T @ r)
@@ -308,6 +403,13 @@ def _scores(lin: Linearisation, new: np.ndarray) -> tuple[np.ndarray, np.ndarray
         scores = np.where(distinct, g**2 / norm2 / s2, 0.0)
         steps = np.where(distinct, -g / norm2, 0.0)
     return scores, steps
+
+
+def _span(a: np.ndarray) -> np.ndarray:
+    """An orthonormal basis ``(R, r)`` of the span of the columns of ``a`` ``(R, P)``, less the
+    directions of singular values under :data:`RANK_CUT` of the largest."""
+    u, sv, _ = np.linalg.svd(a, full_matrices=False)
+    return u[:, sv > RANK_CUT * sv.max()] if sv.size else u[:, :0]
 
 
 def _threshold(k: int) -> float:

@@ -43,6 +43,8 @@ def test_drag_is_discovered_refitted_and_stored(tmp_path) -> None:
     assert stored["relative_size"] == found.relative_size
     np.testing.assert_array_equal(stored["coefficients"], found.coefficients)
     assert stored["refit"]["terms"] == ["v"] and stored["refit"]["added"] == []
+    # clean data: every other law fits far worse, so none is a rival
+    assert stored["refit"]["rivals"] == refit.rivals == []
     np.testing.assert_array_equal(stored["refit"]["sigma"], refit.sigma)
     np.testing.assert_array_equal(stored["refit"]["params"]["masses"], refit.params["masses"])
 
@@ -259,3 +261,50 @@ def test_a_term_a_learned_rate_already_is_is_found_and_folded_into_it() -> None:
     assert float(folded["gamma"]) == pytest.approx(3.0 - 0.2, abs=1e-7)
     kept = absorb(prob, states, [("prey", "prey", -2.0)])
     assert float(kept["alpha"]) == pytest.approx(1.5, rel=1e-12)
+
+
+def _noisy_tidal_data():
+    """RESULTS.md's noisy tidal case: gravity plus a = -0.05 q (tests/reference.py's SciPy
+    DOP853 on its own right-hand side), three bodies in 2-D from the hybrid benchmark's start
+    (bound_start seed 0), 81 samples on [0, 4], 1 % relative noise (seed 1)."""
+    from physnode.data import add_noise
+    from tests.reference import bound_start, simulate, to_trajectory
+
+    q0, v0 = bound_start(TRUE_MASSES, 2, seed=0)
+    run = simulate(TRUE_MASSES, q0, v0, np.linspace(0.0, 4.0, 81),
+                   extra=lambda q, v: -TIDAL * q)  # fmt: skip
+    return add_noise(to_trajectory(run), 0.01, seed=1)
+
+
+#: the noisy tidal case's field strength, 1 / time units²
+TIDAL = 0.05
+
+
+@pytest.mark.slow  # ~60 s: a 1-epoch hybrid, then a dozen noisy Levenberg–Marquardt refits
+def test_two_terms_that_together_mimic_one_are_swapped_for_it() -> None:
+    """RESULTS.md's noisy tidal case, by hand: pruning the field network's readout ended at
+    ``-0.064 |q| q + 0.021 |q|^2 q`` (masses where that hybrid left them), a near-collinear
+    pair that together mimics ``q`` on this orbit, so adding ``q`` to it scores 2.5 (level
+    12.6): completion cannot mend it. The swap drops each of the pair in turn, completes the
+    rest and keeps the law of lowest information criterion: one term. On 41 noisy samples
+    ``q``, ``|q| q`` and ``|q|^2 q`` fit nearly alike (measured: ``|q|^2 q`` chosen, ``q``
+    +0.15 and ``|q| q`` +0.38 above it), so the true ``q`` must be the law or one of its
+    reported rivals; if chosen, its coefficient is -0.05 within 5 % (the issue's bound: its
+    1σ measured 2 %)."""
+    from physnode.fit.symbolic import refit_symbolic
+    from physnode.models.discovery import Discovery
+
+    data = _noisy_tidal_data()
+    hybrid = Fitter(model="hybrid", correction="field", learn=("masses", "y0"),
+                    train_until=2.0, epochs=1, lbfgs_steps=0).fit(data)  # fmt: skip
+    hybrid.params_ = {"masses": np.array([0.8140, 1.1729, 1.0148])}
+    pair = Discovery(terms=["|q| q", "|q|^2 q"], coefficients=np.array([-0.064, 0.021]),
+                     explained=0.94, library_explained=0.95, formula="(the pruned law)",
+                     targets=[])  # fmt: skip
+    refit = refit_symbolic(hybrid, data, pair)
+    assert len(refit.terms) == 1, refit.formula
+    if refit.terms == ["q"]:
+        assert abs(refit.coefficients[0] + TIDAL) < 0.05 * TIDAL, refit.formula
+    else:
+        assert any(f.endswith(") q") for f in refit.rivals), (refit.formula, refit.rivals)
+    assert all(d < 2.0 for d in refit.rival_delta)  # RIVAL: what a rival is
