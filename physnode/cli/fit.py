@@ -439,9 +439,13 @@ def _add_discovered(table: Table, discovered: Any, refit: Any = None) -> None:
             table.add_row("refit dropped", Text(", ".join(refit.dropped)), "", "")
         if getattr(refit, "added", None):
             table.add_row("refit added", Text(", ".join(refit.added)), "", "")
-        for formula, delta in zip(getattr(refit, "rivals", []),
-                                  getattr(refit, "rival_delta", []), strict=True):  # fmt: skip
-            table.add_row("refit rival", Text(f"{formula} (BIC {delta:+.2f})"), "", "")
+        rivals = zip(getattr(refit, "rivals", []), getattr(refit, "rival_delta", []),
+                     getattr(refit, "rival_held_out_rmse", []), strict=True)  # fmt: skip
+        if getattr(refit, "held_out_rmse", None) is not None:
+            table.add_row("refit held-out RMSE", f"{refit.held_out_rmse:.4g}", "", "")
+        for formula, delta, held in rivals:
+            shown = f"{formula} (BIC {delta:+.2f}, held-out RMSE {held:.4g})"
+            table.add_row("refit rival", Text(shown), "", "")
     table.add_section()
 
 

@@ -23,7 +23,8 @@ The layout (documented path by path in ``docs/FORMAT.md``, section "Fit files"):
             terms (K,)  coefficients (K,)  [targets (K,): state systems]
             refit                +formula, +train_rmse, +extrapolation_rmse, +wall_time
                 terms (K',)  coefficients (K',)  sigma (K',)  dropped, added (strings)
-                rivals (strings)  rival_delta (R,)
+                rivals (strings)  rival_delta (R,)  rival_held_out_rmse (R,)
+                                 +held_out_rmse: the chosen law's (NaN without rivals)
                 params/<name>  uncertainties/<name>
         ensemble                 +best: an ensemble fit's members (ensemble > 1 only)
             seeds (K,)  train_rmse (K,)  validation_rmse (K,)  extrapolation_rmse (K,)
@@ -326,6 +327,10 @@ def _write_discovered(g: h5py.Group, discovery: Any, refit: Any) -> None:
     r.create_dataset("added", data=hdf5.string_array(list(refit.added)))
     r.create_dataset("rivals", data=hdf5.string_array(list(refit.rivals)))
     r.create_dataset("rival_delta", data=np.asarray(refit.rival_delta, np.float64))
+    held = refit.held_out_rmse
+    r.attrs["held_out_rmse"] = np.float64(math.nan if held is None else held)
+    r.create_dataset("rival_held_out_rmse",
+                     data=np.asarray(refit.rival_held_out_rmse, np.float64))  # fmt: skip
     for name, values in (("params", refit.params), ("uncertainties", refit.uncertainties)):
         group = r.create_group(name, track_order=True)
         for key, value in values.items():
@@ -573,14 +578,23 @@ def _read_discovered(d: Any) -> dict[str, Any] | None:
             "added": hdf5.strings(r["added"][()]) if "added" in r else [],
             "rivals": hdf5.strings(r["rivals"][()]) if "rivals" in r else [],
             "rival_delta": r["rival_delta"][()] if "rival_delta" in r else np.zeros(0),
+            "held_out_rmse": _nan_none(float(r.attrs.get("held_out_rmse", math.nan))),
+            "rival_held_out_rmse": (
+                r["rival_held_out_rmse"][()] if "rival_held_out_rmse" in r else np.zeros(0)
+            ),
             "params": _read_arrays(r.get("params")),
             "uncertainties": _read_arrays(r.get("uncertainties")),
             "formula": str(hdf5.python_value(r.attrs["formula"])),
             "train_rmse": float(r.attrs["train_rmse"]),
-            "extrapolation_rmse": None if math.isnan(extrap) else extrap,
+            "extrapolation_rmse": _nan_none(extrap),
             "wall_time": float(r.attrs["wall_time"]),
         }
     return out
+
+
+def _nan_none(x: float) -> float | None:
+    """``None`` for a NaN stored for "none"."""
+    return None if math.isnan(x) else x
 
 
 def _read_history(g: h5py.Group) -> dict[str, np.ndarray]:

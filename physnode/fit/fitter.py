@@ -26,7 +26,7 @@ from physnode.fit.penalty import CHOICES as PENALTY_CHOICES
 from physnode.fit.problem import MODELS, OBSERVE, FitProblem, build_problem
 from physnode.fit.readout import discovered_law
 from physnode.fit.schedule import SCHEDULES, Cursor, Stopped, Training, adam_optimizer, plan
-from physnode.fit.selection import VALIDATION_KEY, Selection
+from physnode.fit.selection import VALIDATION, VALIDATION_KEY, Selection
 from physnode.fit.shooting import Shooting
 from physnode.fit.state import fit_state, load_fit_state, load_module_state
 from physnode.fit.symbolic import refit_symbolic
@@ -38,14 +38,6 @@ __all__ = ["MODELS", "SCHEDULES", "Fitter"]
 #: a symbolic refit whose training RMSE exceeds the network's by this factor is flagged (on
 #: noisy data both sit at the noise level, within a few per cent; clean: the refit is better)
 WORSE = 2.0
-
-#: ``validation=None``: the fraction of the training window held out for an ensemble of
-#: seeds (``ensemble > 1``: enough samples to tell which member bends away after the fitting
-#: window, most of the window left to fit). A single fit holds out nothing by default
-#: (:meth:`Fitter.validation_`): it has no fits to choose between, and choosing a step of its
-#: one path does not pay for the data it withholds (docs/FITTING.md: extrapolation 2x worse on
-#: two seeds of three; the drag law read out as four terms instead of ``-0.1 v``)
-VALIDATION = 0.2
 
 Progress = Callable[[int, int, float, dict], None]
 
@@ -458,13 +450,7 @@ class Fitter:
                 "the training window: its extrapolation RMSE is inf"
             )
         if self.refit_ is not None and self.refit_.rivals:
-            others = "; ".join(f"{f} (information criterion {d:+.2f})"
-                               for f, d in zip(self.refit_.rivals, self.refit_.rival_delta,
-                                               strict=True))  # fmt: skip
-            self.warnings_.append(
-                f"the data barely tell the symbolic refit's law ({self.refit_.formula}) from "
-                f"{others}: more data, or less noise, would be needed to choose"
-            )
+            self.warnings_.append(_rivals_warning(self.refit_))
         if self.refit_ is not None and self.refit_.train_rmse > WORSE * self.train_rmse_:
             self.warnings_.append(
                 f"the symbolic refit ({self.refit_.formula}) fits the training window "
@@ -634,6 +620,21 @@ class Fitter:
                 parameters=params,
             )
         return Trajectory(prob.times, state=pred, state_names=prob.state_names, parameters=params)
+
+
+def _rivals_warning(refit) -> str:
+    """The warning that ``refit``'s law was chosen among rivals by a held-out window."""
+    others = "; ".join(
+        f"{f} (information criterion {d:+.2f}, held-out RMSE {h:.3g})"
+        for f, d, h in zip(refit.rivals, refit.rival_delta, refit.rival_held_out_rmse,
+                           strict=True)
+    )  # fmt: skip
+    return (
+        f"the information criterion barely tells the symbolic refit's law ({refit.formula}) "
+        f"from {others}; it was chosen for predicting a held-out window best (RMSE "
+        f"{refit.held_out_rmse:.3g}), which is weak evidence: more data, or less noise, "
+        "would tell them apart"
+    )
 
 
 def _rmse(err: np.ndarray) -> float | None:

@@ -22,10 +22,20 @@ from physnode.errors import SolverError
 from physnode.fit.objective import Objective
 from physnode.fit.state import load_module_state, module_state
 
-__all__ = ["VALIDATION_KEY", "Selection"]
+__all__ = ["VALIDATION", "VALIDATION_KEY", "Selection"]
 
 #: the history series of validation losses (NaN where a step was not scored)
 VALIDATION_KEY = "validation"
+
+#: the fraction of the training window held out when there are fits to choose between: an
+#: ensemble of seeds (``Fitter(validation=None, ensemble > 1)``: enough samples to tell which
+#: member bends away after the fitting window, most of the window left to fit), or rival laws
+#: of a symbolic refit. A single fit holds out nothing by default
+#: (:meth:`~physnode.fit.fitter.Fitter.validation_`): it has no fits to choose between, and
+#: choosing a step of its one path does not pay for the data it withholds (docs/FITTING.md:
+#: extrapolation 2x worse on two seeds of three; the drag law read out as four terms instead
+#: of ``-0.1 v``)
+VALIDATION = 0.2
 
 
 class Selection:

@@ -25,13 +25,16 @@ column is nearly a combination of the others' (:data:`COLLINEAR_TERM`) is droppe
 the rest refitted, pruned and completed; the best such law replaces the law if its
 information criterion is lower.
 
-Laws the search fitted whose information criterion is within :data:`RIVAL` of the chosen
-law's are reported with it as its rivals: the data do not tell them apart (on a short noisy
-window ``q`` and ``|q| q`` can fit equally well).
+Laws the search fitted whose information criterion is within :data:`RIVAL` of the best
+law's are its rivals: the criterion does not tell them apart (on a short noisy window ``q``
+and ``|q| q`` can fit equally well), though they may predict differently. Each is then
+refitted without the last part of the training window and scored there (:func:`_choose`);
+the law that predicts it best is the law, and the others are reported as its rivals.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -44,6 +47,7 @@ from physnode.errors import SolverError
 from physnode.fit.least_squares import Linearisation, linearise
 from physnode.fit.objective import MIN_STEP_BUDGET
 from physnode.fit.readout import absorb, degenerate_terms
+from physnode.fit.selection import VALIDATION
 from physnode.models.discovery import Discovery, particle_library, polynomial_library
 from physnode.models.registry import CORRECTIONS
 from physnode.models.symbolic import COEFFICIENTS, TARGET_SEPARATOR, state_term
@@ -98,10 +102,14 @@ class SymbolicRefit:
             significant or negligible, or (state systems) the term is what a learned
             parameter already does and was folded into it.
         added: library terms the readout lacked and the refit added (:func:`_complete`).
-        rivals: formulas of other laws the search fitted that the data do not tell apart
-            from this one (:data:`RIVAL`), the lowest criterion first; rival_delta: their
-            information criterion less this law's (negative: a law the greedy search passed
-            by fits a little better for its terms).
+        rivals: formulas of other laws the search fitted that the information criterion
+            does not tell apart from this one (:data:`RIVAL`), the lowest criterion first;
+            rival_delta: their criterion less this law's (negative: a rival fits the
+            training window a little better for its terms, but predicts the held-out window
+            worse).
+        held_out_rmse, rival_held_out_rmse: with rivals, the RMSE over a window each law was
+            not fitted to (:meth:`_Search.held_out`), by which the law was chosen among them
+            (the lowest); ``None`` and ``[]`` without rivals.
         params, uncertainties: every learned physical parameter (the coefficients
             included) and its 1σ.
         train_rmse, extrapolation_rmse: as the hybrid fit reports them (extrapolation
@@ -123,6 +131,8 @@ class SymbolicRefit:
     added: list[str] = field(default_factory=list)
     rivals: list[str] = field(default_factory=list)
     rival_delta: list[float] = field(default_factory=list)
+    held_out_rmse: float | None = None
+    rival_held_out_rmse: list[float] = field(default_factory=list)
 
 
 def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRefit | None:
@@ -141,9 +151,9 @@ def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRe
             return None
     search = _Search(hybrid, data)
     law = _swap(search, _complete(search, search.prune(terms, start, params)))
+    law, rivals, held = _choose(search, law)
     fitter, extrapolation = search.final(law)
     c, s = fitter.params_[COEFFICIENTS], fitter.uncertainties_[COEFFICIENTS]
-    rivals = search.rivals(law)
     return SymbolicRefit(
         terms=law.terms, coefficients=c.copy(), sigma=np.asarray(s, float).copy(),
         params=fitter.params_, uncertainties=fitter.uncertainties_,
@@ -151,8 +161,32 @@ def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRe
         formula=_formula(law.terms, c, s), wall_time=search.wall,
         dropped=[t for t in read if t not in law.terms],
         added=[t for t in law.terms if t not in read],
-        rivals=[f for f, _ in rivals], rival_delta=[d for _, d in rivals],
+        rivals=[_law_formula(x) for x in rivals],
+        rival_delta=[_criterion(x) - _criterion(law) for x in rivals],
+        held_out_rmse=held.get(frozenset(law.terms)),
+        rival_held_out_rmse=[held[frozenset(x.terms)] for x in rivals],
     )  # fmt: skip
+
+
+def _choose(search: _Search, law: _Law) -> tuple[_Law, list[_Law], dict[frozenset, float]]:
+    """The law, its rivals and their held-out RMSEs: of ``law`` and its rivals
+    (:meth:`_Search.rivals`), which the information criterion does not tell apart, the one
+    that best predicts a window none of them was fitted to (:meth:`_Search.held_out`: what
+    they differ in is what they predict) is the law, the others its rivals (the lowest
+    criterion first). Without rivals: ``law``, no held-out fits."""
+    rivals = search.rivals(law)
+    if not rivals:
+        return law, [], {}
+    laws = [law, *rivals]
+    held = {frozenset(x.terms): search.held_out(x) for x in laws}
+    best = min(laws, key=lambda x: held[frozenset(x.terms)])  # a tie keeps ``law``
+    return best, [x for x in laws if x is not best], held
+
+
+def _law_formula(law: _Law) -> str:
+    """``law``'s :func:`_formula` at its fit."""
+    c, s = law.fitter.params_[COEFFICIENTS], law.fitter.uncertainties_[COEFFICIENTS]
+    return _formula(law.terms, c, s)
 
 
 def _fold_degenerate(hybrid, discovery: Discovery) -> tuple[list[str], np.ndarray, dict]:
@@ -188,12 +222,12 @@ class _Law:
 class _Search:
     """The refits of one hybrid's law; ``wall`` sums their wall time. They fit the data up to the
     hybrid's ``train_until_`` only (a law on the way may blow up past it); :meth:`final`
-    scores the law found on the rest. ``laws`` holds each term set fitted: its lowest
-    :func:`_criterion` and the formula of that fit."""
+    scores the law found on the rest. ``laws`` holds each term set fitted: its fit of lowest
+    :func:`_criterion`."""
 
     def __init__(self, hybrid, data: Trajectory) -> None:
         self.hybrid, self.full, self.wall = hybrid, data, 0.0
-        self.laws: dict[frozenset[str], tuple[float, str]] = {}
+        self.laws: dict[frozenset[str], _Law] = {}
         n = int(np.searchsorted(data.times, hybrid.train_until_, side="right"))
         self.data = data if n >= data.n_times else data.select(slice(0, n))
 
@@ -211,40 +245,58 @@ class _Search:
         self.wall += fitter.wall_time_
         return fitter, fitter.extrapolation_rmse_
 
-    def fit(self, terms: list[str], start: np.ndarray, params: dict):
+    def fit(self, terms: list[str], start: np.ndarray, params: dict,
+            validation: float | None = None):  # fmt: skip
         """Physics + ``terms`` from coefficients ``start`` and physical ``params``; while
         the least-squares finish stops short of the optimum (it takes a few evaluations per
         run, made for a point an optimiser left near one), again from where it stopped, at
-        most :data:`FINISH_RUNS` runs in all, while each run gains (:data:`CREEPING`)."""
-        fitter = _refit(self.hybrid, self.data, terms, start, params)  # SolverError: caller's
+        most :data:`FINISH_RUNS` runs in all, while each run gains (:data:`CREEPING`).
+        ``validation``: hold out that fraction of the window (:meth:`held_out`; such a fit
+        is no law of the search and is not recorded)."""
+        fit = functools.partial(_refit, self.hybrid, self.data, terms, validation=validation)
+        fitter = fit(start, params)  # SolverError: the caller's
         self.wall += fitter.wall_time_
         for _ in range(FINISH_RUNS - 1):
             if fitter.converged_:
                 break
-            again = _refit(self.hybrid, self.data, terms, fitter.params_[COEFFICIENTS],
-                           fitter.params_)  # fmt: skip
+            again = fit(fitter.params_[COEFFICIENTS], fitter.params_)
             self.wall += again.wall_time_
             if not again.train_rmse_ < fitter.train_rmse_:
                 break
             fitter, gain = again, again.train_rmse_ / fitter.train_rmse_
             if gain > CREEPING:
                 break
-        self._record(_Law(terms, fitter))
+        if validation is None:
+            self._record(_Law(terms, fitter))
         return fitter
 
     def _record(self, law: _Law) -> None:
-        key, score = frozenset(law.terms), _criterion(law)
-        if key not in self.laws or score < self.laws[key][0]:
-            c, s = law.fitter.params_[COEFFICIENTS], law.fitter.uncertainties_[COEFFICIENTS]
-            self.laws[key] = (score, _formula(law.terms, c, s))
+        key = frozenset(law.terms)
+        if key not in self.laws or _criterion(law) < _criterion(self.laws[key]):
+            self.laws[key] = law
 
-    def rivals(self, law: _Law) -> list[tuple[str, float]]:
-        """``(formula, criterion less law's)`` of each other law fitted within :data:`RIVAL`
-        of ``law``'s criterion, the lowest first."""
+    def rivals(self, law: _Law) -> list[_Law]:
+        """The other laws fitted within :data:`RIVAL` of ``law``'s criterion, the lowest
+        first."""
         mine = _criterion(law)
-        near = [(f, x - mine) for key, (x, f) in self.laws.items()
-                if key != frozenset(law.terms) and x - mine < RIVAL]  # fmt: skip
-        return sorted(near, key=lambda pair: pair[1])
+        near = [other for key, other in self.laws.items()
+                if key != frozenset(law.terms) and _criterion(other) - mine < RIVAL]  # fmt: skip
+        return sorted(near, key=_criterion)
+
+    def held_out(self, law: _Law) -> float:
+        """The RMSE of ``law`` over a window it was not fitted to: the hybrid's validation
+        window when its refits held that out (``validation_rmse_``), else the law refitted
+        without the last :data:`~physnode.fit.selection.VALIDATION` of the training window
+        and scored there; ``inf`` when that refit cannot be integrated."""
+        if law.fitter.validation_rmse_ is not None:
+            return float(law.fitter.validation_rmse_)
+        try:
+            fitter = self.fit(law.terms, law.fitter.params_[COEFFICIENTS], law.fitter.params_,
+                              validation=VALIDATION)  # fmt: skip
+        except SolverError:
+            return math.inf
+        rmse = fitter.validation_rmse_
+        return math.inf if rmse is None or not math.isfinite(rmse) else float(rmse)
 
     def prune(self, terms: list[str], start: np.ndarray, params: dict) -> _Law:
         """:meth:`fit`, then drop the terms :func:`_weakest` names, refitting after each."""
@@ -420,15 +472,18 @@ def _threshold(k: int) -> float:
     return float(scipy.stats.chi2.isf(alpha / max(k, 1), 1))
 
 
-def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray, params: dict):
+def _refit(hybrid, data: Trajectory, terms: list[str], start: np.ndarray, params: dict,
+           validation: float | None = None):  # fmt: skip
     """One physics + terms fit with the hybrid's settings, from the physical parameters
-    ``params`` (the hybrid's, then the previous refit's) and coefficients ``start``."""
-    fitter = _fitter(hybrid, terms, start, params)
+    ``params`` (the hybrid's, then the previous refit's) and coefficients ``start``;
+    ``validation``: the fraction of the window held out instead of the hybrid's."""
+    fitter = _fitter(hybrid, terms, start, params, validation)
     _check_integrable(fitter, data)
     return fitter.fit(data)
 
 
-def _fitter(hybrid, terms: list[str], start: np.ndarray, params: dict):
+def _fitter(hybrid, terms: list[str], start: np.ndarray, params: dict,
+            validation: float | None = None):  # fmt: skip
     """The (unfitted) physics + ``terms`` fitter of :func:`_refit`."""
     settings = {
         k: v for k, v in hybrid.settings_.items()
@@ -444,6 +499,8 @@ def _fitter(hybrid, terms: list[str], start: np.ndarray, params: dict):
     # refit's (a retrained fit held nothing out: it fitted up to train_until_)
     held_out = hybrid.fit_until_ < hybrid.train_until_
     settings["validation"] = hybrid.validation_ if held_out else 0.0
+    if validation is not None:
+        settings["validation"] = validation
     settings["ensemble"] = 1  # the refit of the chosen member's law: one physics fit
     masses = params.get("masses")
     # every other learned parameter (a system's rates, G) starts there too

@@ -45,6 +45,7 @@ def test_drag_is_discovered_refitted_and_stored(tmp_path) -> None:
     assert stored["refit"]["terms"] == ["v"] and stored["refit"]["added"] == []
     # clean data: every other law fits far worse, so none is a rival
     assert stored["refit"]["rivals"] == refit.rivals == []
+    assert stored["refit"]["held_out_rmse"] is refit.held_out_rmse is None  # no rivals to choose
     np.testing.assert_array_equal(stored["refit"]["sigma"], refit.sigma)
     np.testing.assert_array_equal(stored["refit"]["params"]["masses"], refit.params["masses"])
 
@@ -280,17 +281,20 @@ def _noisy_tidal_data():
 TIDAL = 0.05
 
 
-@pytest.mark.slow  # ~60 s: a 1-epoch hybrid, then a dozen noisy Levenberg–Marquardt refits
-def test_two_terms_that_together_mimic_one_are_swapped_for_it() -> None:
+@pytest.mark.slow  # ~70 s: a 1-epoch hybrid, then a dozen noisy Levenberg–Marquardt refits
+def test_two_terms_that_together_mimic_one_are_swapped_for_it(tmp_path) -> None:
     """RESULTS.md's noisy tidal case, by hand: pruning the field network's readout ended at
     ``-0.064 |q| q + 0.021 |q|^2 q`` (masses where that hybrid left them), a near-collinear
     pair that together mimics ``q`` on this orbit, so adding ``q`` to it scores 2.5 (level
     12.6): completion cannot mend it. The swap drops each of the pair in turn, completes the
     rest and keeps the law of lowest information criterion: one term. On 41 noisy samples
-    ``q``, ``|q| q`` and ``|q|^2 q`` fit nearly alike (measured: ``|q|^2 q`` chosen, ``q``
-    +0.15 and ``|q| q`` +0.38 above it), so the true ``q`` must be the law or one of its
-    reported rivals; if chosen, its coefficient is -0.05 within 5 % (the issue's bound: its
-    1σ measured 2 %)."""
+    ``q``, ``|q| q`` and ``|q|^2 q`` fit nearly alike (measured: ``|q|^2 q`` lowest, ``q``
+    +0.15 and ``|q| q`` +0.38 above it), so they are rivals, and the law is the one that
+    predicts the last 20 % of the training window best when refitted without it: the true
+    ``q`` (measured held-out RMSE 8.77e-3, against 8.79e-3 for ``|q| q`` and 8.83e-3 for
+    ``|q|^2 q``: a slim margin over a noise floor of ~8.6e-3, so the rivals stay reported),
+    its coefficient -0.05 within 5 % (the issue's bound: its 1σ measured 2 %). The fit file
+    keeps the choice."""
     from physnode.fit.symbolic import refit_symbolic
     from physnode.models.discovery import Discovery
 
@@ -302,9 +306,18 @@ def test_two_terms_that_together_mimic_one_are_swapped_for_it() -> None:
                      explained=0.94, library_explained=0.95, formula="(the pruned law)",
                      targets=[])  # fmt: skip
     refit = refit_symbolic(hybrid, data, pair)
-    assert len(refit.terms) == 1, refit.formula
-    if refit.terms == ["q"]:
-        assert abs(refit.coefficients[0] + TIDAL) < 0.05 * TIDAL, refit.formula
-    else:
-        assert any(f.endswith(") q") for f in refit.rivals), (refit.formula, refit.rivals)
-    assert all(d < 2.0 for d in refit.rival_delta)  # RIVAL: what a rival is
+    assert refit.terms == ["q"], (refit.formula, refit.rivals, refit.rival_held_out_rmse)
+    assert abs(refit.coefficients[0] + TIDAL) < 0.05 * TIDAL, refit.formula
+    assert len(refit.rivals) == 2 and all(") q" not in f for f in refit.rivals), refit.rivals
+    # RIVAL: each law's criterion is within 2 of the lowest (its own included, at 0)
+    lowest = min(0.0, *refit.rival_delta)
+    assert all(d - lowest < 2.0 for d in refit.rival_delta) and -lowest < 2.0
+    # the choice: the lowest held-out RMSE, at least the noise on the positions (1 % of ~1)
+    # less what fitting the start absorbs (bound: half of it)
+    assert 0.005 < refit.held_out_rmse <= min(refit.rival_held_out_rmse)
+    hybrid.discovered_, hybrid.refit_ = pair, refit
+    path = write_fit(tmp_path / "fit.h5", hybrid, data_path=_write(tmp_path, data),
+                     observed=data)  # fmt: skip
+    stored = read_fit(path).discovered["refit"]
+    assert stored["rivals"] == refit.rivals and stored["held_out_rmse"] == refit.held_out_rmse
+    np.testing.assert_array_equal(stored["rival_held_out_rmse"], refit.rival_held_out_rmse)
