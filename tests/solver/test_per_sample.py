@@ -87,17 +87,19 @@ def test_tiny_error_ratios_grow_the_step_as_the_shared_controller_does():
 
 
 def test_a_batch_of_one_is_the_shared_loop_to_rounding():
-    # starts with close encounters, where an ulp of h grows to ~1e-10 over the run: alone,
-    # the per-sample loop does the shared loop's arithmetic (identical bits on one machine;
-    # up to 1.3e-12 on an AMD EPYC one, where the (1, D) and (D,) norms round differently and
-    # those ulps of h grow through the encounters): 1e-10, the growth of an ulp of h
+    # starts with close encounters: alone, the per-sample loop does the shared loop's arithmetic
+    # (identical bits on one machine; 1.3e-12 on an AMD EPYC one and 1.4e-10 on CI's Xeon, where
+    # the (1, D) and (D,) norms round differently and those ulps of h grow through the
+    # encounters). 2e-9 is 14x the largest of those and 10x below the global error of these
+    # solves against rtol=1e-13 ones (2.1e-8 to 3.6e-7), which any other valid step sequence
+    # would show
     field = Gravity([1.0, 1.0, 1.0])
     t = torch.linspace(0.0, 4.0, 9, dtype=torch.float64)
     with torch.no_grad():
         for y in _starts(6, 0.05)[[0, 3, 5]]:
             one = solve(field, y[None], t, rtol=1e-9, atol=1e-9, options=PER_SAMPLE)
             alone = solve(field, y, t, rtol=1e-9, atol=1e-9)
-            assert (one.ys[:, 0] - alone.ys).abs().max() <= 1e-10
+            assert (one.ys[:, 0] - alone.ys).abs().max() <= 2e-9
             assert one.stats.n_accepted == alone.stats.n_accepted
 
 
