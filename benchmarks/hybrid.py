@@ -251,7 +251,7 @@ def run_case(
 ) -> None:
     data, seed, approach, effect = make_data(case, args)
     if args.noise:
-        data = add_noise(data, args.noise, seed=1)
+        data = add_noise(data, args.noise, seed=args.noise_seed)
     print(f"## {case}: {CASES[case][1]}\n\n  start seed {seed}, closest approach {approach:.3f} "
           f"over [0, {args.t_end}]; hidden term's effect on extrapolated positions (RMS) "
           f"{effect:.3e}; positions RMS {np.sqrt(np.mean(data.positions**2)):.3f}",
@@ -350,6 +350,10 @@ def refit_rows(case, name, f, physics_rmse, rows, laws) -> None:
     laws.append([case, f"{name} → refit", refit.formula, "–",
                  coefficient_error(case, refit.terms, refit.coefficients)])  # fmt: skip
     print(f"  {rows[-1][1:]}\n  law: {found.formula}\n  refit: {refit.formula}", flush=True)
+    if refit.rivals:  # the criterion did not tell these apart: the held-out window chose
+        each = zip(refit.rivals, refit.rival_delta, refit.rival_held_out_rmse, strict=True)
+        listed = "; ".join(f"{r} (criterion {d:+.2f}, held-out {h:.4e})" for r, d, h in each)
+        print(f"  held-out RMSE {refit.held_out_rmse:.4e}; rivals: {listed}", flush=True)
 
 
 def write_data(args) -> None:
@@ -359,7 +363,7 @@ def write_data(args) -> None:
             data, what = ude.make_data(args.ude_t_end, args.noise), ude.DESCRIPTION
         else:
             data, what = make_data(case, args)[0], CASES[case][1]
-            data = add_noise(data, args.noise, seed=1) if args.noise else data
+            data = add_noise(data, args.noise, seed=args.noise_seed) if args.noise else data
         path = write_trajectory(Path(args.write_data) / f"{case}.h5", data, overwrite=True)
         print(f"wrote {path}: {what} hidden from the fitted model")
 
@@ -394,6 +398,7 @@ def main() -> None:
         default=0.0,
         help="relative Gaussian noise on the data (physnode.data.add_noise)",
     )
+    parser.add_argument("--noise-seed", type=int, default=1, help="seed of the noise draw")
     parser.add_argument("--write-data", metavar="DIR", default=None,
                         help="write each case's data to DIR/<case>.h5 (H5MD) and stop")  # fmt: skip
     parser.add_argument("--learn", default="masses",
@@ -422,7 +427,7 @@ def main() -> None:
           f"Fitter(learn={','.join(args.learn)}, epochs={args.epochs}, lr={args.lr}, "
           f"hidden={args.hidden}, "
           f"lbfgs_steps={args.lbfgs_steps}) from unit masses; {args.fit_limit:.0f} s per fit; "
-          f"noise {args.noise:g}\n",
+          f"noise {args.noise:g} (seed {args.noise_seed})\n",
           flush=True)  # fmt: skip
     start = time.perf_counter()
     rows: list[list[str]] = []
