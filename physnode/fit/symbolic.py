@@ -22,20 +22,25 @@ an orbit whose ``|q|`` varies little) can keep two that together mimic the one i
 and then no single term scores (the one in the data adds nothing the two do not already do).
 So a completed law is last offered swaps (:func:`_swap`): each of its terms whose Jacobian
 column is nearly a combination of the others' (:data:`COLLINEAR_TERM`) is dropped in turn,
-the rest refitted, pruned and completed; the best such law replaces the law if its
-information criterion is lower.
+the rest refitted, pruned and completed; and each term a library term nearly stands in for
+(the two columns, once projected off the rest of the law's, near-collinear by the same
+bound) is exchanged for it, refitted, pruned and completed, so a law of one term ``|q|^2 q``
+is also fitted as ``q`` and ``|q| q``. The best such law replaces the law if its information
+criterion is lower.
 
-Laws the search fitted whose information criterion is within :data:`RIVAL` of the best
-law's are its rivals: the criterion does not tell them apart (on a short noisy window ``q``
-and ``|q| q`` can fit equally well), though they may predict differently. Each is then
-refitted without the last part of the training window and scored there (:func:`_choose`);
-the law that predicts it best is the law, and the others are reported as its rivals.
+Laws the search fitted and kept (every term significant) whose information criterion is
+within :data:`RIVAL` of the best law's are its rivals: the criterion does not tell them apart
+(on a short noisy window ``q`` and ``|q| q`` can fit equally well), though they may predict
+differently. Each is then refitted without the last part of the training window and scored
+there (:func:`_choose`); the law that predicts it best is the law, and the others are
+reported as its rivals.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,8 +85,13 @@ COLLINEAR = 1e-6
 #: rule of thumb for multicollinearity in regression (Kutner et al., Applied Linear
 #: Statistical Models, 2005, section 10.5)
 COLLINEAR_TERM = 0.1
-#: rounds of swaps (:func:`_swap`; each: one refit, pruning and completion per collinear term)
+#: rounds of swaps (:func:`_swap`; each: one refit, pruning and completion per collinear term
+#: and per exchange)
 MAX_SWAPS = 2
+#: library terms each law term may be exchanged for in one round of swaps (the most nearly
+#: collinear first): ``q``, ``|q| q`` and ``|q|^2 q`` are the near-collinear family of the
+#: library, so two are what one of them can stand in for
+EXCHANGES = 2
 #: a law the search fitted whose information criterion is less than this above the chosen
 #: law's is a rival (:attr:`SymbolicRefit.rivals`): a difference in the Bayesian information
 #: criterion under 2 is "not worth more than a bare mention" (Kass & Raftery 1995, J. Am.
@@ -228,6 +238,7 @@ class _Search:
     def __init__(self, hybrid, data: Trajectory) -> None:
         self.hybrid, self.full, self.wall = hybrid, data, 0.0
         self.laws: dict[frozenset[str], _Law] = {}
+        self.kept: set[frozenset[str]] = set()  # the term sets :meth:`prune` ended at
         n = int(np.searchsorted(data.times, hybrid.train_until_, side="right"))
         self.data = data if n >= data.n_times else data.select(slice(0, n))
 
@@ -276,11 +287,12 @@ class _Search:
             self.laws[key] = law
 
     def rivals(self, law: _Law) -> list[_Law]:
-        """The other laws fitted within :data:`RIVAL` of ``law``'s criterion, the lowest
-        first."""
+        """The other laws :meth:`prune` kept within :data:`RIVAL` of ``law``'s criterion, the
+        lowest first (a law on the way, with a term the pruning then dropped, is none)."""
         mine = _criterion(law)
         near = [other for key, other in self.laws.items()
-                if key != frozenset(law.terms) and _criterion(other) - mine < RIVAL]  # fmt: skip
+                if key != frozenset(law.terms) and key in self.kept
+                and _criterion(other) - mine < RIVAL]  # fmt: skip
         return sorted(near, key=_criterion)
 
     def held_out(self, law: _Law) -> float:
@@ -307,6 +319,7 @@ class _Search:
             s = fitter.uncertainties_[COEFFICIENTS]
             drop = _weakest(c, s, np.abs(c) * _term_rms(fitter, fitter.model_, terms))
             if drop is None or len(terms) == 1:
+                self.kept.add(frozenset(terms))
                 return _Law(terms, fitter)
             terms = [t for t, w in zip(terms, drop, strict=True) if not w]
             start = c[~drop]
@@ -340,17 +353,16 @@ def _complete(search: _Search, law: _Law) -> _Law:
 
 def _swap(search: _Search, law: _Law) -> _Law:
     """The law with near-collinear terms swapped out, while that lowers :func:`_criterion`
-    (at most :data:`MAX_SWAPS` rounds): each term :func:`_collinear` names is dropped in turn
-    and the rest refitted, pruned and completed (:func:`_complete`, which may add the term
-    back); the best law that differs from ``law`` in its terms replaces it if it is better."""
+    (at most :data:`MAX_SWAPS` rounds): each term :func:`_collinear` names is dropped in turn,
+    and each pair :func:`_exchangeable` names exchanged, and the law refitted, pruned and
+    completed (:func:`_complete`, which may add a term back); the best law that differs from
+    ``law`` in its terms replaces it if it is better. Every law tried is recorded, so one the
+    criterion cannot tell from the best is its rival (:func:`_choose`)."""
     for _ in range(MAX_SWAPS):
         best = law
-        c = law.fitter.params_[COEFFICIENTS]
-        for term in _collinear(search, law):
-            keep = np.array([t != term for t in law.terms])
-            rest = [t for t, k in zip(law.terms, keep, strict=True) if k]
+        for terms, start in _swaps(search, law):
             try:
-                trial = _complete(search, search.prune(rest, c[keep], law.fitter.params_))
+                trial = _complete(search, search.prune(terms, start, law.fitter.params_))
             except SolverError:
                 continue
             if sorted(trial.terms) != sorted(law.terms) and _criterion(trial) < _criterion(best):
@@ -359,6 +371,61 @@ def _swap(search: _Search, law: _Law) -> _Law:
             return law
         law = best
     return law
+
+
+def _swaps(search: _Search, law: _Law) -> Iterator[tuple[list[str], np.ndarray]]:
+    """The terms and starting coefficients of each law :func:`_swap` tries from ``law``: a
+    collinear term dropped, then a term exchanged for a library term."""
+    c = law.fitter.params_[COEFFICIENTS]
+    for term in _collinear(search, law):
+        keep = np.array([t != term for t in law.terms])
+        yield [t for t, k in zip(law.terms, keep, strict=True) if k], c[keep]
+    pool = [t for t in _library(search.hybrid) if t not in law.terms]
+    for k, new, coefficient in _exchangeable(search, law, pool):
+        terms, start = list(law.terms), c.copy()
+        terms[k], start[k] = new, coefficient
+        yield terms, start
+
+
+def _exchangeable(search: _Search, law: _Law, pool: list[str]) -> list[tuple[int, str, float]]:
+    """Which law term each term of ``pool`` nearly stands in for: ``(k, term, coefficient)``
+    for law term ``k`` whose Jacobian column at the law's fit and ``term``'s (at coefficient
+    0), both projected off every other column of the law, have a squared correlation over
+    ``1 -`` :data:`COLLINEAR_TERM` (a pair's variance inflation factor over 10), with the
+    coefficient that makes ``term``'s column match law term ``k``'s there; at most
+    :data:`EXCHANGES` per law term, the most collinear first."""
+    if not pool:
+        return []
+    lin = _probe(search, law, pool)[0]
+    jac, cols = lin.jacobian, lin.columns[COEFFICIENTS]
+    if not np.all(np.isfinite(jac)):
+        return []
+    mine = np.arange(cols.start, cols.start + len(law.terms))
+    candidates = np.arange(cols.start + len(law.terms), cols.stop)
+    new = jac[:, candidates]
+    c = law.fitter.params_[COEFFICIENTS]
+    found = []
+    for k, j in enumerate(mine):
+        basis = _span(jac[:, np.setdiff1d(np.arange(jac.shape[1]), [j, *candidates])])
+        a, b = (x - basis @ (basis.T @ x) for x in (jac[:, j], new))
+        dot, norm2 = b.T @ a, np.sum(b**2, axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(norm2 > 0, dot**2 / (norm2 * float(a @ a)), 0.0)
+        order = [i for i in np.argsort(-r2) if r2[i] > 1 - COLLINEAR_TERM][:EXCHANGES]
+        found += [(k, pool[i], float(c[k] * dot[i] / norm2[i])) for i in order]
+    return found
+
+
+def _probe(search: _Search, law: _Law, pool: list[str]) -> tuple[Linearisation, object]:
+    """The law and every term of ``pool`` (at coefficient 0, so the same trajectory)
+    linearised at the law's fit over the search's window, in one sensitivity solve (the
+    law's coefficient columns, then the pool's in order), and the model that holds them."""
+    fitter = law.fitter
+    c = fitter.params_[COEFFICIENTS]
+    probe = _fitter(search.hybrid, [*law.terms, *pool], np.append(c, np.zeros(len(pool))),
+                    fitter.params_)  # fmt: skip
+    probe._set_up(search.data, fitter._prob.start().detach())
+    return linearise(probe._objective), probe.model_
 
 
 def _collinear(search: _Search, law: _Law) -> list[str]:
@@ -419,13 +486,10 @@ def _addition(search: _Search, law: _Law, pool: list[str]) -> str | None:
         return None
     fitter = law.fitter
     c = fitter.params_[COEFFICIENTS]
-    probe = _fitter(search.hybrid, [*law.terms, *pool], np.append(c, np.zeros(len(pool))),
-                    fitter.params_)  # fmt: skip
-    probe._set_up(search.data, fitter._prob.start().detach())
-    lin = linearise(probe._objective)
+    lin, model = _probe(search, law, pool)
     cols = lin.columns[COEFFICIENTS]
     scores, steps = _scores(lin, np.arange(cols.start + len(law.terms), cols.stop))
-    rms = _term_rms(fitter, probe.model_, pool)
+    rms = _term_rms(fitter, model, pool)
     largest = float(np.max(np.abs(c) * _term_rms(fitter, fitter.model_, law.terms)))
     ok = (scores >= _threshold(len(pool))) & (np.abs(steps) * rms >= NEGLIGIBLE * largest)
     if not ok.any():
