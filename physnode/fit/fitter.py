@@ -587,6 +587,7 @@ class Fitter:
             err = pred[:, : n * d] - obs[:, : n * d]
         else:
             err = pred[:, idx] - obs
+        self._errors = err  # (T, M) misfits: the symbolic refit compares laws on them
         self.train_rmse_ = _rmse(err[: prob.n_fit])
         self.validation_rmse_ = _rmse(err[prob.n_fit : prob.n_train])
         self.extrapolation_rmse_ = _rmse(err[prob.n_train :])
@@ -623,7 +624,7 @@ class Fitter:
 
 
 def _rivals_warning(refit) -> str:
-    """The warning that ``refit``'s law was chosen among rivals by a held-out window."""
+    """The warning that ``refit``'s law was chosen among rivals the data barely tell apart."""
     others = "; ".join(
         f"{f} (information criterion {d:+.2f}, held-out RMSE {h:.3g})"
         for f, d, h in zip(refit.rivals, refit.rival_delta, refit.rival_held_out_rmse,
@@ -631,9 +632,9 @@ def _rivals_warning(refit) -> str:
     )  # fmt: skip
     return (
         f"the information criterion barely tells the symbolic refit's law ({refit.formula}) "
-        f"from {others}; it was chosen for predicting a held-out window best (RMSE "
-        f"{refit.held_out_rmse:.3g}), which is weak evidence: more data, or less noise, "
-        "would tell them apart"
+        f"from {others}; of those that predict a held-out window as well as the best of them "
+        f"(its RMSE {refit.held_out_rmse:.3g}) it has the fewest terms of lowest order: the "
+        "data do not tell them apart, so more data, or less noise, would"
     )
 
 

@@ -32,8 +32,12 @@ Laws the search fitted and kept (every term significant) whose information crite
 within :data:`RIVAL` of the best law's are its rivals: the criterion does not tell them apart
 (on a short noisy window ``q`` and ``|q| q`` can fit equally well), though they may predict
 differently. Each is then refitted without the last part of the training window and scored
-there (:func:`_choose`); the law that predicts it best is the law, and the others are
-reported as its rivals.
+there (:func:`_choose`): a law that predicts it worse than the best there, by a paired test
+(:data:`RESOLVED`), is out. Over the few samples held out, near-collinear laws seldom differ
+by more than the noise resolves; what is left the data do not tell apart, and the law is the
+simplest of it: the fewest terms, then the lowest order
+(:data:`~physnode.models.discovery.PARTICLE_ORDER`, a monomial's degree: the leading term
+of a Taylor series), then the lowest criterion. The others are reported as its rivals.
 """
 
 from __future__ import annotations
@@ -53,7 +57,12 @@ from physnode.fit.least_squares import Linearisation, linearise
 from physnode.fit.objective import MIN_STEP_BUDGET
 from physnode.fit.readout import absorb, degenerate_terms
 from physnode.fit.selection import VALIDATION
-from physnode.models.discovery import Discovery, particle_library, polynomial_library
+from physnode.models.discovery import (
+    PARTICLE_ORDER,
+    Discovery,
+    particle_library,
+    polynomial_library,
+)
 from physnode.models.registry import CORRECTIONS
 from physnode.models.symbolic import COEFFICIENTS, TARGET_SEPARATOR, state_term
 from physnode.solver import api
@@ -97,6 +106,10 @@ EXCHANGES = 2
 #: criterion under 2 is "not worth more than a bare mention" (Kass & Raftery 1995, J. Am.
 #: Stat. Assoc. 90, 773, section 3.2)
 RIVAL = 2.0
+#: a law predicts the held-out window worse than another when a paired t-test of their
+#: squared misfits per held-out sample rejects equal means at this level (two-sided): the
+#: usual 5 %
+RESOLVED = 0.05
 #: singular values of the law's Jacobian below this fraction of the largest span nothing
 #: (an undetermined parameter): left out of the basis the candidates are projected off
 RANK_CUT = 1e-12
@@ -118,8 +131,9 @@ class SymbolicRefit:
             training window a little better for its terms, but predicts the held-out window
             worse).
         held_out_rmse, rival_held_out_rmse: with rivals, the RMSE over a window each law was
-            not fitted to (:meth:`_Search.held_out`), by which the law was chosen among them
-            (the lowest); ``None`` and ``[]`` without rivals.
+            not fitted to (:meth:`_Search.held_out`): the law predicts it as well as the best
+            of them, to the resolution of a paired test (:data:`RESOLVED`), and is the
+            simplest of those (:func:`_choose`); ``None`` and ``[]`` without rivals.
         params, uncertainties: every learned physical parameter (the coefficients
             included) and its 1σ.
         train_rmse, extrapolation_rmse: as the hybrid fit reports them (extrapolation
@@ -180,17 +194,49 @@ def refit_symbolic(hybrid, data: Trajectory, discovery: Discovery) -> SymbolicRe
 
 def _choose(search: _Search, law: _Law) -> tuple[_Law, list[_Law], dict[frozenset, float]]:
     """The law, its rivals and their held-out RMSEs: of ``law`` and its rivals
-    (:meth:`_Search.rivals`), which the information criterion does not tell apart, the one
-    that best predicts a window none of them was fitted to (:meth:`_Search.held_out`: what
-    they differ in is what they predict) is the law, the others its rivals (the lowest
-    criterion first). Without rivals: ``law``, no held-out fits."""
+    (:meth:`_Search.rivals`), which the information criterion does not tell apart, those
+    that predict a window none of them was fitted to (:meth:`_Search.held_out`: what they
+    differ in is what they predict) worse than the best there (:func:`_worse`) are out, and
+    of the rest the simplest (:func:`_simplicity`) is the law, the others its rivals (the
+    lowest criterion first). Without rivals: ``law``, no held-out fits."""
     rivals = search.rivals(law)
     if not rivals:
         return law, [], {}
     laws = [law, *rivals]
-    held = {frozenset(x.terms): search.held_out(x) for x in laws}
-    best = min(laws, key=lambda x: held[frozenset(x.terms)])  # a tie keeps ``law``
-    return best, [x for x in laws if x is not best], held
+    scored = {frozenset(x.terms): search.held_out(x) for x in laws}
+    best = scored[frozenset(min(laws, key=lambda x: scored[frozenset(x.terms)][0]).terms)][1]
+    left = [x for x in laws if not _worse(scored[frozenset(x.terms)][1], best)]
+    chosen = min(left, key=lambda x: _simplicity(search.hybrid, x))
+    held = {key: rmse for key, (rmse, _) in scored.items()}
+    return chosen, [x for x in laws if x is not chosen], held
+
+
+def _simplicity(hybrid, law: _Law) -> tuple[int, int, float]:
+    """What orders laws the data do not tell apart, the simplest first: the number of terms,
+    their summed order (:func:`_order`), the criterion."""
+    return len(law.terms), sum(_order(hybrid, t) for t in law.terms), _criterion(law)
+
+
+def _order(hybrid, term: str) -> int:
+    """A term's order: :data:`~physnode.models.discovery.PARTICLE_ORDER` for a particle term,
+    its monomial's degree for a state term (``prey: prey predator``: 2)."""
+    if hybrid._prob.particles is not None:
+        return PARTICLE_ORDER[term]
+    names = list(hybrid._prob.system.state_names)
+    degree = {name: len(combo) for name, combo in polynomial_library(names)}
+    return degree[term.partition(TARGET_SEPARATOR)[2]]
+
+
+def _worse(errors: np.ndarray | None, best: np.ndarray | None) -> bool:
+    """Whether the squared misfits per held-out sample ``errors`` ``(H,)`` are larger than
+    ``best``'s by a paired t-test at level :data:`RESOLVED` (``None``: a law that could not
+    be integrated there, worse than any that could)."""
+    if errors is None or best is None:
+        return errors is None and best is not None
+    if errors.shape != best.shape or len(errors) < 2 or np.array_equal(errors, best):
+        return False
+    p = scipy.stats.ttest_rel(errors, best).pvalue
+    return bool(np.mean(errors) > np.mean(best) and p < RESOLVED)
 
 
 def _law_formula(law: _Law) -> str:
@@ -295,20 +341,24 @@ class _Search:
                 and _criterion(other) - mine < RIVAL]  # fmt: skip
         return sorted(near, key=_criterion)
 
-    def held_out(self, law: _Law) -> float:
-        """The RMSE of ``law`` over a window it was not fitted to: the hybrid's validation
-        window when its refits held that out (``validation_rmse_``), else the law refitted
-        without the last :data:`~physnode.fit.selection.VALIDATION` of the training window
-        and scored there; ``inf`` when that refit cannot be integrated."""
-        if law.fitter.validation_rmse_ is not None:
-            return float(law.fitter.validation_rmse_)
-        try:
-            fitter = self.fit(law.terms, law.fitter.params_[COEFFICIENTS], law.fitter.params_,
-                              validation=VALIDATION)  # fmt: skip
-        except SolverError:
-            return math.inf
+    def held_out(self, law: _Law) -> tuple[float, np.ndarray | None]:
+        """The RMSE of ``law`` over a window it was not fitted to, and its squared misfits
+        per held-out sample ``(H,)``: the hybrid's validation window when its refits held
+        that out, else the law refitted without the last
+        :data:`~physnode.fit.selection.VALIDATION` of the training window and scored there;
+        ``(inf, None)`` when that refit cannot be integrated."""
+        fitter = law.fitter
+        if fitter.validation_rmse_ is None:
+            try:
+                fitter = self.fit(law.terms, fitter.params_[COEFFICIENTS], fitter.params_,
+                                  validation=VALIDATION)  # fmt: skip
+            except SolverError:
+                return math.inf, None
         rmse = fitter.validation_rmse_
-        return math.inf if rmse is None or not math.isfinite(rmse) else float(rmse)
+        if rmse is None or not math.isfinite(rmse):
+            return math.inf, None
+        prob = fitter._prob
+        return float(rmse), np.sum(fitter._errors[prob.n_fit : prob.n_train] ** 2, axis=1)
 
     def prune(self, terms: list[str], start: np.ndarray, params: dict) -> _Law:
         """:meth:`fit`, then drop the terms :func:`_weakest` names, refitting after each."""

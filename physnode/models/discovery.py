@@ -45,6 +45,7 @@ from torch import Tensor
 
 __all__ = [
     "FAMILIES",
+    "PARTICLE_ORDER",
     "TOLERATED_LOSS",
     "Discovery",
     "discover_particles",
@@ -136,6 +137,17 @@ def _pair(n: int) -> ParticleTerm:
 #: the families of particle terms; a kind of correction declares the families it can represent
 #: (:class:`~physnode.models.registry.CorrectionKind` ``families``)
 FAMILIES = ("uniform", "position", "velocity", "pair")
+
+#: each particle term's order: the power of ``|q|``, ``|v|`` or ``|r_ij|`` its size scales as
+#: (its absolute value; the uniform terms 0), by name. Among laws the data cannot tell apart
+#: the symbolic refit reads the one of lowest order (:mod:`physnode.fit.symbolic`): the
+#: leading term of a smooth field's Taylor series is the lowest order
+PARTICLE_ORDER = {
+    **{f"e_{axis}": 0 for axis in "xyz"},
+    "q": 1, "|q| q": 2, "|q|^2 q": 3, "q/|q|^3": 2,
+    "v": 1, "|v| v": 2, "|v|^2 v": 3,
+    "sum_j m_j r_ij": 1, **{f"sum_j m_j r_ij/|r_ij|^{n}": abs(1 - n) for n in (2, 4, 5)},
+}  # fmt: skip
 
 
 def particle_library(dim: int, families: Sequence[str] = FAMILIES) -> dict[str, ParticleTerm]:
