@@ -70,6 +70,7 @@ MIN_APPROACH = 0.2  # the closest pair distance a start must keep over the whole
 GAMMA = 0.1  # linear drag
 GAMMA2 = 0.1  # quadratic drag
 K_TIDAL = 0.05  # harmonic field
+K_CUBIC = 0.03  # anharmonic field, near-collinear with the tidal one on these orbits (|q| ~ 1)
 M_POINT, EPS_POINT = 0.3, 0.05  # unseen softened point mass at the origin
 ALPHA_YUKAWA, LAMBDA_YUKAWA = 0.3, 0.5  # Yukawa pair term
 
@@ -102,6 +103,10 @@ def hidden_tidal(q, v, masses):
     return -K_TIDAL * q
 
 
+def hidden_cubic(q, v, masses):
+    return -K_CUBIC * np.sum(q * q, axis=-1, keepdims=True) * q
+
+
 def hidden_point_mass(q, v, masses):
     s2 = np.sum(q * q, axis=-1, keepdims=True) + EPS_POINT**2
     return -M_POINT * q / s2**1.5
@@ -121,6 +126,7 @@ TRUE_TERMS: dict[str, dict[str, float]] = {
     "drag": {"v": -GAMMA},
     "quadratic-drag": {"|v| v": -GAMMA2},
     "tidal": {"q": -K_TIDAL},
+    "cubic-field": {"|q|^2 q": -K_CUBIC},
     "point-mass": {"q/|q|^3": -M_POINT},
     "yukawa": {},
 }
@@ -130,6 +136,7 @@ CASES: dict[str, tuple[Hidden, str]] = {
     "drag": (hidden_drag, f"a = -{GAMMA} v"),
     "quadratic-drag": (hidden_quadratic_drag, f"a = -{GAMMA2} |v| v"),
     "tidal": (hidden_tidal, f"a = -{K_TIDAL} q"),
+    "cubic-field": (hidden_cubic, f"a = -{K_CUBIC} |q|² q"),
     "point-mass": (hidden_point_mass, f"a = -{M_POINT} q / (|q|² + {EPS_POINT}²)^1.5"),
     "yukawa": (
         hidden_yukawa,
