@@ -587,7 +587,9 @@ class Fitter:
             err = pred[:, : n * d] - obs[:, : n * d]
         else:
             err = pred[:, idx] - obs
-        self._errors = err  # (T, M) misfits: the symbolic refit compares laws on them
+        # misfits: positions (or the state) (T, M), and every observed component (T, C),
+        # on which the symbolic refit compares laws
+        self._errors, self._misfits = err, pred[:, idx] - obs
         self.train_rmse_ = _rmse(err[: prob.n_fit])
         self.validation_rmse_ = _rmse(err[prob.n_fit : prob.n_train])
         self.extrapolation_rmse_ = _rmse(err[prob.n_train :])

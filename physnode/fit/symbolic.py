@@ -53,7 +53,7 @@ import torch
 
 from physnode.data import Trajectory
 from physnode.errors import SolverError
-from physnode.fit.least_squares import Linearisation, linearise
+from physnode.fit.least_squares import Linearisation, _kinds, linearise
 from physnode.fit.objective import MIN_STEP_BUDGET
 from physnode.fit.readout import absorb, degenerate_terms
 from physnode.fit.selection import VALIDATION
@@ -504,14 +504,22 @@ def _collinear(search: _Search, law: _Law) -> list[str]:
 
 def _criterion(law: _Law) -> float:
     """The Bayesian information criterion of ``law``'s fit of its training window, up to a
-    constant: ``n log(RSS / n) + K log n`` over its ``n`` fitted residuals and ``K`` terms,
-    so a law that fits no better with more terms loses (and on clean data, where the RSS
-    is the solver's error, only a law that fits far better wins)."""
+    constant: ``sum_k n_k log(RSS_k / n_k) + K log n`` over the ``n_k`` fitted residuals of
+    each kind of observation (positions, velocities; a system's state), their sum ``n``, and
+    ``K`` terms. The first sum is -2 log-likelihood with each kind's noise level at its
+    maximum-likelihood value, which is what the least-squares finish's re-weighting per kind
+    converges to, so two fits of a law compare by what was fitted; a law that fits no better
+    with more terms loses (and on clean data, where the RSS is the solver's error, only a law
+    that fits far better wins)."""
     fitter = law.fitter
     prob = fitter._prob
-    columns = prob.particles[0] * prob.particles[1] if prob.particles else len(prob.index)
-    n = prob.n_fit * columns
-    return n * math.log(max(fitter.train_rmse_**2, 1e-300)) + len(law.terms) * math.log(n)
+    r = fitter._misfits[: prob.n_fit]
+    total, n = 0.0, 0
+    for columns in _kinds(prob).values():
+        rss, n_k = float(np.sum(r[:, columns] ** 2)), r[:, columns].size
+        total += n_k * math.log(max(rss / n_k, 1e-300))
+        n += n_k
+    return total + len(law.terms) * math.log(n)
 
 
 def _library(hybrid) -> list[str]:
