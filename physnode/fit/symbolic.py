@@ -204,7 +204,7 @@ def _choose(search: _Search, law: _Law) -> tuple[_Law, list[_Law], dict[frozense
         return law, [], {}
     laws = [law, *rivals]
     scored = {frozenset(x.terms): search.held_out(x) for x in laws}
-    best = scored[frozenset(min(laws, key=lambda x: scored[frozenset(x.terms)][0]).terms)][1]
+    best = min(scored.values(), key=lambda rmse_errors: rmse_errors[0])[1]
     left = [x for x in laws if not _worse(scored[frozenset(x.terms)][1], best)]
     chosen = min(left, key=lambda x: _simplicity(search.hybrid, x))
     held = {key: rmse for key, (rmse, _) in scored.items()}
@@ -425,31 +425,34 @@ def _swap(search: _Search, law: _Law) -> _Law:
 
 def _swaps(search: _Search, law: _Law) -> Iterator[tuple[list[str], np.ndarray]]:
     """The terms and starting coefficients of each law :func:`_swap` tries from ``law``: a
-    collinear term dropped, then a term exchanged for a library term."""
+    collinear term dropped, then a term exchanged for a library term; both read from one
+    sensitivity solve (:func:`_probe`)."""
     c = law.fitter.params_[COEFFICIENTS]
-    for term in _collinear(search, law):
+    pool = [t for t in _library(search.hybrid) if t not in law.terms]
+    lin = _probe(search, law, pool)[0]
+    if not np.all(np.isfinite(lin.jacobian)):
+        return
+    cols = lin.columns[COEFFICIENTS]
+    own = np.delete(lin.jacobian, np.arange(cols.start + len(law.terms), cols.stop), axis=1)
+    for term in _collinear(law, own, cols.start):
         keep = np.array([t != term for t in law.terms])
         yield [t for t, k in zip(law.terms, keep, strict=True) if k], c[keep]
-    pool = [t for t in _library(search.hybrid) if t not in law.terms]
-    for k, new, coefficient in _exchangeable(search, law, pool):
+    for k, new, coefficient in _exchangeable(law, lin, pool):
         terms, start = list(law.terms), c.copy()
         terms[k], start[k] = new, coefficient
         yield terms, start
 
 
-def _exchangeable(search: _Search, law: _Law, pool: list[str]) -> list[tuple[int, str, float]]:
+def _exchangeable(law: _Law, lin: Linearisation, pool: list[str]) -> list[tuple[int, str, float]]:
     """Which law term each term of ``pool`` nearly stands in for: ``(k, term, coefficient)``
     for law term ``k`` whose Jacobian column at the law's fit and ``term``'s (at coefficient
-    0), both projected off every other column of the law, have a squared correlation over
-    ``1 -`` :data:`COLLINEAR_TERM` (a pair's variance inflation factor over 10), with the
-    coefficient that makes ``term``'s column match law term ``k``'s there; at most
-    :data:`EXCHANGES` per law term, the most collinear first."""
+    0; ``lin``: :func:`_probe`'s), both projected off every other column of the law, have a
+    squared correlation over ``1 -`` :data:`COLLINEAR_TERM` (a pair's variance inflation
+    factor over 10), with the coefficient that makes ``term``'s column match law term
+    ``k``'s there; at most :data:`EXCHANGES` per law term, the most collinear first."""
     if not pool:
         return []
-    lin = _probe(search, law, pool)[0]
     jac, cols = lin.jacobian, lin.columns[COEFFICIENTS]
-    if not np.all(np.isfinite(jac)):
-        return []
     mine = np.arange(cols.start, cols.start + len(law.terms))
     candidates = np.arange(cols.start + len(law.terms), cols.stop)
     new = jac[:, candidates]
@@ -478,22 +481,15 @@ def _probe(search: _Search, law: _Law, pool: list[str]) -> tuple[Linearisation, 
     return linearise(probe._objective), probe.model_
 
 
-def _collinear(search: _Search, law: _Law) -> list[str]:
-    """The terms of ``law`` (of two or more) whose Jacobian column at the law's fit keeps
-    under :data:`COLLINEAR_TERM` of its squared norm once projected off every other
-    column, the most collinear first."""
+def _collinear(law: _Law, jac: np.ndarray, first: int) -> list[str]:
+    """The terms of ``law`` (of two or more) whose Jacobian column at the law's fit (``jac``,
+    finite: the law's columns, its terms' from ``first`` on) keeps under
+    :data:`COLLINEAR_TERM` of its squared norm once projected off every other column, the
+    most collinear first."""
     if len(law.terms) < 2:
         return []
-    fitter = law.fitter
-    probe = _fitter(search.hybrid, law.terms, fitter.params_[COEFFICIENTS], fitter.params_)
-    probe._set_up(search.data, fitter._prob.start().detach())
-    lin = linearise(probe._objective)
-    jac = lin.jacobian
-    if not np.all(np.isfinite(jac)):
-        return []
-    cols = lin.columns[COEFFICIENTS]
     kept = []
-    for j in range(cols.start, cols.start + len(law.terms)):
+    for j in range(first, first + len(law.terms)):
         basis = _span(np.delete(jac, j, axis=1))
         b = jac[:, j]
         left = b - basis @ (basis.T @ b)
