@@ -9,6 +9,7 @@ from physnode.errors import InvalidInputError
 from physnode.models.correction import MLPCorrection
 from physnode.models.registry import AUTO, CORRECTIONS, resolve_correction
 from physnode.models.structured import CorrectionScales, StructuredCorrection
+from physnode.solver.vector_field import jacobians_of
 from physnode.systems.base import System
 
 
@@ -87,6 +88,13 @@ class HybridModel(nn.Module):
             half = y.shape[-1] // 2
             return torch.cat([f[..., :half], f[..., half:] + g], dim=-1)
         return f + g
+
+    def jacobians(self, t: Tensor, y: Tensor, params) -> tuple | None:
+        """The physics' closed-form Jacobian rows (the solver's optional ``jacobians`` hook,
+        e.g. :meth:`physnode.systems.NBody.jacobians`) when there is no correction; ``None``
+        otherwise (autograd's rows are used then)."""
+        hook = jacobians_of(self.system) if self.correction is None else None
+        return None if hook is None else hook(t, y, params)
 
     def physical_parameters(self) -> dict[str, Tensor]:
         """Current values of the system's physical parameters."""

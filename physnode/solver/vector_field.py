@@ -10,7 +10,7 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["VectorField", "is_autonomous"]
+__all__ = ["VectorField", "is_autonomous", "jacobians_of"]
 
 
 class VectorField(Protocol):
@@ -26,6 +26,12 @@ class VectorField(Protocol):
     replay passes every step its own ``t`` through ``torch.func.vmap``); it is for callers that
     restart a model at another time, such as multiple shooting. A model without the attribute
     is treated as non-autonomous; read it with :func:`is_autonomous`.
+
+    Optional method ``jacobians(t, y, params)`` (SciML's ``jac`` and ``paramjac`` in one):
+    ``(f, ∂f/∂y, [∂f/∂p for p in params])`` with ``y`` flattened, shapes ``(n,)``,
+    ``(n, n)`` and ``(n, p.numel())``, for ``grad="forward"``'s variational equations, which
+    otherwise take these rows by autograd; or ``None`` where the model cannot give them (the
+    solver then uses autograd). Read it with :func:`jacobians_of`.
     """
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
@@ -34,3 +40,9 @@ class VectorField(Protocol):
 def is_autonomous(func: object) -> bool:
     """Whether ``func`` declares ``autonomous = True`` (absent: ``False``)."""
     return bool(getattr(func, "autonomous", False))
+
+
+def jacobians_of(func: object):
+    """``func``'s closed-form ``jacobians`` hook (see :class:`VectorField`), or ``None``."""
+    hook = getattr(func, "jacobians", None)
+    return hook if callable(hook) else None

@@ -83,6 +83,15 @@ class PhysicalParameter(nn.Module):
             return self.value
         return softplus(self.raw) if self.positive else self.raw
 
+    def slope(self, like: Tensor) -> Tensor:
+        """``d value / d raw`` of a learnable parameter, flat, in ``like``'s dtype and device:
+        softplus' slope as torch differentiates it (the sigmoid; exactly 1 past softplus'
+        linear threshold of 20) for a positive one, 1 for a real one."""
+        raw = self.raw.detach().to(like).reshape(-1)
+        if not self.positive:
+            return torch.ones_like(raw)
+        return torch.where(raw > 20, torch.ones_like(raw), torch.sigmoid(raw))
+
     def cast(self, like: Tensor) -> Tensor:
         """The value in ``like``'s dtype and device. A frozen value is converted once and
         cached (keyed by the buffer's identity and version, so a changed value is converted

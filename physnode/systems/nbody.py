@@ -212,6 +212,60 @@ class NBody(System):
         q, v = y.chunk(2, dim=-1)
         return torch.cat([v, self._acceleration(q)], dim=-1)
 
+    def jacobians(
+        self, t: Tensor, y: Tensor, params: Sequence[Tensor]
+    ) -> tuple[Tensor, Tensor, list[Tensor]] | None:
+        """``f(t, y)``, ``∂f/∂y`` ``(n, n)`` and ``∂f/∂p`` ``(n, p.numel())`` for each tensor
+        ``p`` of ``params`` in closed form (the optional hook of
+        :class:`~physnode.solver.vector_field.VectorField`, read by ``grad="forward"``), for a
+        single state ``y`` ``(n,)`` and ``params`` among the raw ``nn.Parameter`` s of the
+        learnable masses, ``G`` and softening. ``None`` otherwise (a batched state, another
+        tensor, a subclass that changes the force): autograd's rows are used then.
+
+        With ``r_ij = q_j - q_i``, ``s_ij = r_ij² + softening²`` and ``c_ij = G m_j`` (0 on the
+        diagonal): ``∂a_i/∂q_j = c_ij (I s^-3/2 - 3 r rᵀ s^-5/2)_ij`` for ``j ≠ i`` and minus
+        their sum for ``j = i``; ``∂a_i/∂m_j = G r_ij s_ij^-3/2``; ``∂a/∂G = a / G``;
+        ``∂a_i/∂softening = -3 softening Σ_j c_ij r_ij s_ij^-5/2``; a positive parameter's
+        column times softplus' slope at its raw value.
+        """
+        if y.ndim != 1 or type(self).forward is not NBody.forward:
+            return None
+        if type(self)._acceleration is not NBody._acceleration:
+            return None
+        owners = {id(p.raw): name for name, p in self.params.items() if p.raw is not None}
+        if not all(id(p) in owners for p in params):
+            return None
+        with torch.no_grad():
+            return self._jacobians(y, [owners[id(p)] for p in params])
+
+    def _jacobians(self, y: Tensor, names: list[str]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        nd = self.n_bodies * self.dim
+        diagonal, coupling = self._couplings(y)
+        diff, s2 = self._pairs(y[:nd].view(self.n_bodies, self.dim), diagonal)
+        inv3 = s2.pow(-1.5)  # s^-3/2, (N, N)
+        w = inv3 * coupling
+        k = 3.0 * w / s2  # 3 c_ij s^-5/2
+        accel = (w.unsqueeze(-1) * diff).sum(-2)  # (N, dim)
+        # block (i, j) = ∂a_i/∂q_j = w_ij I - k_ij r rᵀ; the diagonal one is minus its row's sum
+        outer = diff.unsqueeze(-1) * diff.unsqueeze(-2)
+        block = w[..., None, None] * torch.eye(self.dim, dtype=y.dtype, device=y.device)
+        block = block - k[..., None, None] * outer
+        block = block - self._eye(y)[0][..., None, None] * block.sum(1, keepdim=True)
+        jac = torch.zeros(2 * nd, 2 * nd, dtype=y.dtype, device=y.device)
+        jac[:nd, nd:] = torch.eye(nd, dtype=y.dtype, device=y.device)
+        jac[nd:, :nd] = block.permute(0, 2, 1, 3).reshape(nd, nd)
+        rows = []
+        for name in names:
+            if name == "masses":  # (i, j, a): G r_ij s^-3/2 off the diagonal
+                col = (self._eye(y)[1] * inv3 * self.param("G", y)).unsqueeze(-1) * diff
+            elif name == "G":  # (i, 1, a)
+                col = (accel / self.param("G", y)).unsqueeze(1)
+            else:  # softening (i, 1, a): -softening Σ_j k_ij r_ij
+                col = (-self.param("softening", y) * (k.unsqueeze(-1) * diff).sum(-2)).unsqueeze(1)
+            col = col.permute(0, 2, 1).reshape(nd, -1) * self.params[name].slope(y)
+            rows.append(torch.cat([torch.zeros_like(col), col]))
+        return torch.cat([y[nd:], accel.reshape(-1)]), jac, rows
+
     # -- physical quantities ----------------------------------------------------------------
     def kinetic_energy(self, y: Tensor) -> Tensor:
         """``Σ m v² / 2``, shape ``y.shape[:-1]``."""

@@ -146,6 +146,22 @@ def test_autonomous_follows_the_physics():
     assert NeuralODE(4).autonomous is True
 
 
+def test_closed_form_jacobians_are_the_physics_only_without_a_correction():
+    """A physics-only hybrid hands forward sensitivities its system's closed-form rows (the
+    same tensors, bit for bit); with a correction it declines (``None``: the network's rows
+    need autograd), so a hybrid never passes off the physics' Jacobian as its own."""
+    system = _nbody()
+    system.set_learnable("masses")
+    raw = system.params["masses"].raw
+    y = torch.randn(system.dimension, dtype=torch.float64)
+    t = torch.tensor(0.0)
+    mine = HybridModel(system).jacobians(t, y, [raw])
+    theirs = system.jacobians(t, y, [raw])
+    assert all(torch.equal(a, b) for a, b in zip(mine[:2], theirs[:2], strict=True))
+    assert torch.equal(mine[2][0], theirs[2][0])
+    assert HybridModel.with_mlp(system, hidden=4).jacobians(t, y, [raw]) is None
+
+
 def test_physical_parameters_are_the_systems():
     system = _nbody()
     hybrid = HybridModel.with_mlp(system, hidden=4)

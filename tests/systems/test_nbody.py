@@ -226,3 +226,97 @@ def test_cached_couplings_follow_every_change_of_the_parameters() -> None:
     system.set_learnable("masses", False)
     check(masses, 0.5)
     check(masses, 0.5, qt.float())
+
+
+def _softened_acceleration(q: np.ndarray, masses: np.ndarray, G: float, eps: float) -> np.ndarray:
+    """NumPy pairwise sum of the Plummer-softened force, ``a_i = Σ_j G m_j d / (d² + ε²)^1.5``."""
+    a = np.zeros_like(q)
+    for i in range(len(masses)):
+        for j in range(len(masses)):
+            if i != j:
+                d = q[j] - q[i]
+                a[i] += G * masses[j] * d / (d @ d + eps**2) ** 1.5
+    return a
+
+
+def _central(fun, x: np.ndarray, h: float) -> np.ndarray:
+    """Central differences of ``fun`` (flat output) in each entry of ``x``: ``(out, x.size)``."""
+    cols = []
+    for k in range(x.size):
+        step = np.zeros_like(x)
+        step.flat[k] = h
+        cols.append((fun(x + step) - fun(x - step)).ravel() / (2 * h))
+    return np.stack(cols, axis=1)
+
+
+@pytest.mark.parametrize(("dim", "length", "eps"), [(2, 1.0, 0.0), (3, 1.0, 0.2), (3, 1e3, 0.0)])
+def test_closed_form_jacobians_match_numpy(dim: int, length: float, eps: float) -> None:
+    """``NBody.jacobians`` (what forward sensitivities read instead of autograd's rows) against
+    references written apart from it: ``∂a/∂q`` by hand (``_jacobian_by_hand``, no softening)
+    or by central differences of a NumPy softened force; the mass, G and softening columns by
+    central differences of that force in the natural values, times softplus' slope computed in
+    NumPy. Tolerances: the by-hand Jacobian to 1e-13 of its largest entry (ulps of O(1) sums,
+    as above); central differences with h = 1e-5 (relative) carry h² ~ 1e-10 truncation and
+    ~1e-11 rounding, so 1e-7 of the largest entry."""
+    masses = np.array([0.8, 1.3, 1.0, 0.6])
+    rng = np.random.default_rng(7)
+    q = rng.normal(size=(4, dim)) * length
+    v = rng.normal(size=(4, dim)) * length
+    G = 1.7 * length**3
+    system = NBody(masses, G=G, softening=eps * length, dim=dim)
+    learned = ["masses", "G"] + (["softening"] if eps else [])
+    system.set_learnable(learned)
+    raws = [system.params[name].raw for name in learned]
+    y = torch.tensor(np.concatenate([q.ravel(), v.ravel()]))
+    f, jac, rows = system.jacobians(torch.tensor(0.0), y, raws)
+
+    force = lambda q_, m_=masses, G_=G, e_=eps * length: _softened_acceleration(q_, m_, G_, e_)  # noqa: E731
+    np.testing.assert_allclose(f.numpy(), np.concatenate([v.ravel(), force(q).ravel()]),
+                               rtol=0, atol=1e-13 * np.abs(force(q)).max())  # fmt: skip
+    nd = 4 * dim
+    jac = jac.numpy()
+    np.testing.assert_array_equal(jac[:nd, :nd], 0)
+    np.testing.assert_array_equal(jac[:nd, nd:], np.eye(nd))
+    np.testing.assert_array_equal(jac[nd:, nd:], 0)
+    by_q = _jacobian_by_hand(q, masses, G) if not eps else _central(force, q, 1e-5 * length)
+    tol = 1e-13 if not eps else 1e-7
+    np.testing.assert_allclose(jac[nd:, :nd], by_q, rtol=0, atol=tol * np.abs(by_q).max())
+
+    def slope(name: str) -> np.ndarray:  # d softplus(raw) / d raw = 1 / (1 + exp(-raw))
+        raw = system.params[name].raw.detach().numpy().reshape(-1)
+        return 1.0 / (1.0 + np.exp(-raw)) if system.params[name].positive else np.ones_like(raw)
+
+    natural = {
+        "masses": (masses, lambda m: force(q, m_=m)),
+        "G": (np.array([G]), lambda g: force(q, G_=g[0])),
+        "softening": (np.array([eps * length]), lambda e: force(q, e_=e[0])),
+    }
+    for name, got in zip(learned, rows, strict=True):
+        value, fun = natural[name]
+        h = 1e-5 * max(float(np.abs(value).max()), length)
+        expected = _central(fun, value, h) * slope(name)
+        got = got.numpy()
+        np.testing.assert_array_equal(got[:nd], 0)  # d(velocity)/dt = v holds no parameter
+        np.testing.assert_allclose(got[nd:], expected, rtol=0, atol=1e-7 * np.abs(expected).max())
+
+
+def test_closed_form_jacobians_decline_what_they_do_not_cover() -> None:
+    """``None`` (autograd's rows are used then) for a batched state, a tensor that is not one
+    of the system's learnable raws, and a subclass that changes the force: a closed form of
+    another force would be silently wrong."""
+    system = NBody([0.8, 1.3, 1.0])
+    system.set_learnable("masses")
+    raw = system.params["masses"].raw
+    y = torch.randn(12, dtype=torch.float64)
+    t = torch.tensor(0.0)
+    assert system.jacobians(t, y, [raw]) is not None
+    assert system.jacobians(t, y.expand(2, 12), [raw]) is None
+    assert system.jacobians(t, y, [torch.ones(3, requires_grad=True)]) is None
+
+    class Stronger(NBody):
+        def _acceleration(self, q):
+            return 2 * super()._acceleration(q)
+
+    other = Stronger([0.8, 1.3, 1.0])
+    other.set_learnable("masses")
+    assert other.jacobians(t, y, [other.params["masses"].raw]) is None
