@@ -7,7 +7,9 @@ Four parts (see ``benchmarks/README.md``):
 2. the time of one fit epoch (forward + backward of the loss) on 400 observations;
 3. hidden physics: data with a drag force the model does not know; physics-only vs hybrid
    (physics + MLP correction) extrapolation;
-4. the ACA paper's three-body experiment (``/work/shared/docs/three-body.md``).
+4. the ACA paper's three-body experiment (``/work/shared/docs/three-body.md``);
+5. the least-squares finish: its sensitivity solves with the model's closed-form Jacobian
+   rows (``NBody.jacobians``) against autograd's rows, on three fits.
 
     python benchmarks/fit.py            # full run (~20 min on 2 CPU cores)
     python benchmarks/fit.py --quick    # smoke run (~2 min)
@@ -237,10 +239,83 @@ def part_paper(args) -> None:
             f"{fitter.train_rmse_:.1e}", f"{fitter.extrapolation_rmse_:.1e}"]])  # fmt: skip
 
 
+# -- 5. the least-squares finish -------------------------------------------------------------------
+def finish_cases() -> list[tuple[str, Trajectory, np.ndarray, dict]]:
+    """The README job (figure-eight start, masses 0.8, 1.3, 1.0, 2 periods, 400 samples), four
+    bodies in 3-D with a mass 6.7x below the default start of ones, and the 1 %-noisy 3-D
+    three bodies with the start learned (21 sensitivity columns)."""
+    from physnode.systems import three_body
+
+    readme_masses = np.array([0.8, 1.3, 1.0])
+    _, y0, period = three_body("figure-eight")
+    readme = simulate(NBody(readme_masses), y0, 2 * period, 400, readme_masses, G=1.0)
+    four_masses = np.array([0.15, 1.0, 1.2, 0.8])
+    system, y4 = random_nbody(4, dim=3, seed=5, masses=four_masses)
+    four = simulate(system, y4, 3.0, 150, four_masses, G=1.0)
+    return [
+        ("README job", readme, readme_masses, {}),
+        ("4 bodies 3-D, a mass 6.7x off", four, four_masses, {}),
+        ("3-D, 1 % noise, masses + y0", three_d_data(noise=0.01), TRUE_MASSES,
+         {"learn": ("masses", "y0")}),
+    ]  # fmt: skip
+
+
+def one_solve(data: Trajectory, masses: np.ndarray, repeats: int = 3) -> float:
+    """Seconds for one plain solve of the data's window at rtol 1e-10 (dopri5), the unit the
+    issue states fit times in (best of ``repeats``)."""
+    dim = data.positions.shape[-1]
+    y0 = torch.as_tensor(np.concatenate([data.positions[0].ravel(), data.velocities[0].ravel()]))
+    t = torch.as_tensor(data.times)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.no_grad():
+            odeint(NBody(masses, dim=dim), y0, t, rtol=1e-10, atol=1e-10, method="dopri5")
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def part_finish(args) -> None:
+    import physnode.fit.fitter as fitter_module
+
+    print("## 5. The least-squares finish: closed-form Jacobian rows vs autograd's\n")
+    finish = fitter_module.least_squares_finish
+    spent: list[float] = []
+
+    def timed(objective):
+        start = time.perf_counter()
+        try:
+            return finish(objective)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    rows = []
+    fitter_module.least_squares_finish = timed
+    closed = NBody.jacobians
+    try:
+        for name, data, masses, settings in finish_cases():
+            solve_s = one_solve(data, masses)
+            for rows_by in ("autograd", "closed form"):
+                NBody.jacobians = closed if rows_by == "closed form" else (lambda *a: None)
+                r = run_fit(Fitter(**settings), data, args.case_limit)
+                f = r["fitter"]
+                rows.append([
+                    name, rows_by, f"{r['wall']:.2f}", f"{spent[-1]:.2f}",
+                    f"{r['wall'] / solve_s:.1f}", f"{rel_err(f, masses):.1e}",
+                    f"{solve_s * 1e3:.0f}",
+                ])  # fmt: skip
+                print(f"  {name}, {rows_by}: {rows[-1][2:]}", flush=True)
+    finally:
+        fitter_module.least_squares_finish, NBody.jacobians = finish, closed
+    print()
+    table(["fit", "Jacobian rows", "Fitter wall s", "finish s", "wall / one solve at 1e-10",
+           "max rel. mass err", "one solve ms"], rows)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (~2 min)")
-    parser.add_argument("--parts", default="1,2,3,4", help="which parts to run (default all)")
+    parser.add_argument("--parts", default="1,2,3,4,5", help="which parts to run (default all)")
     parser.add_argument("--grads", default=",".join(GRADS), help="gradient methods")
     parser.add_argument("--case-limit", type=float, default=180.0,
                         help="wall-clock seconds per fit (parts 1, 2, 4); default 180")  # fmt: skip
@@ -268,7 +343,9 @@ def main() -> None:
           f"torch {torch.__version__}, {args.threads} thread(s), load average "
           f"{os.getloadavg()[0]:.2f}{' (quick)' if args.quick else ''}\n")  # fmt: skip
     start = time.perf_counter()
-    parts = {"1": part_methods, "2": part_epoch, "3": part_hidden, "4": part_paper}
+    parts = {
+        "1": part_methods, "2": part_epoch, "3": part_hidden, "4": part_paper, "5": part_finish,
+    }  # fmt: skip
     for key in args.parts.split(","):
         parts[key](args)
         print(f"(elapsed {time.perf_counter() - start:.0f} s, load average "
