@@ -410,7 +410,14 @@ def main() -> None:
                         help="write each case's data to DIR/<case>.h5 (H5MD) and stop")  # fmt: skip
     parser.add_argument("--learn", default="masses",
                         help="what the fits learn (masses; masses,y0 for noisy data)")  # fmt: skip
+    parser.add_argument("--autograd-rows", action="store_true",
+                        help="hide the closed-form Jacobian rows (HybridModel.jacobians): the "
+                             "finish's sensitivities take autograd's, for comparison")  # fmt: skip
     args = parser.parse_args()
+    if args.autograd_rows:
+        from physnode.models import HybridModel
+
+        HybridModel.jacobians = lambda self, t, y, params: None
     args.learn = tuple(x for x in args.learn.split(",") if x)
     args.cases = [c for c in args.cases.split(",") if c]
     args.corrections = [c for c in args.corrections.split(",") if c]
@@ -434,7 +441,8 @@ def main() -> None:
           f"Fitter(learn={','.join(args.learn)}, epochs={args.epochs}, lr={args.lr}, "
           f"hidden={args.hidden}, "
           f"lbfgs_steps={args.lbfgs_steps}) from unit masses; {args.fit_limit:.0f} s per fit; "
-          f"noise {args.noise:g} (seed {args.noise_seed})\n",
+          f"noise {args.noise:g} (seed {args.noise_seed}); Jacobian rows "
+          f"{'autograd' if args.autograd_rows else 'closed form where the model has them'}\n",
           flush=True)  # fmt: skip
     start = time.perf_counter()
     rows: list[list[str]] = []

@@ -74,7 +74,8 @@ SYNONYMS = {"sum_j m_j r_ij": "q"}
 #: (a centre of mass off the origin by ~0.1 % of the positions' size)
 PARALLEL = 1e-6
 
-#: ``f(q, v, m)``: positions and velocities ``(..., N, D)``, masses ``(N,)`` → ``(..., N, D)``
+#: ``f(q, v, m)``: positions and velocities ``(..., N, D)``, masses ``(N,)`` → ``(..., N, D)``;
+#: the library's terms also have ``jacobian(q, v, m)`` → :class:`TermJacobian` at one state
 ParticleTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
@@ -108,30 +109,105 @@ class Discovery:
 
 # -- the particle library -----------------------------------------------------------------------
 # Terms are written once, in torch, for both the readout (NumPy samples go through them) and the
-# symbolic refit (:class:`~physnode.models.symbolic.SymbolicTerms`, differentiated by autograd).
+# symbolic refit (:class:`~physnode.models.symbolic.SymbolicTerms`), each with its Jacobian
+# in closed form beside it (``jacobian``, read by forward sensitivities instead of autograd).
 def _norm(x: Tensor) -> Tensor:
     return x.square().sum(-1, keepdim=True).sqrt()
 
 
-def _unit(axis: int) -> ParticleTerm:
-    def term(q: Tensor, v: Tensor, m: Tensor) -> Tensor:
+@dataclass(frozen=True)
+class TermJacobian:
+    """A term's derivatives at one state (``None``: identically zero).
+
+    Attributes:
+        q, v: ``[i, a, j, b] = ∂term_{i,a} / ∂q_{j,b}`` (resp. ``v``), ``(N, D, N, D)``.
+        masses: ``[i, a, j] = ∂term_{i,a} / ∂m_j``, ``(N, D, N)``.
+    """
+
+    q: Tensor | None = None
+    v: Tensor | None = None
+    masses: Tensor | None = None
+
+
+def _own(block: Tensor) -> Tensor:
+    """Per-body blocks ``(N, D, D)`` (each body's term of its own coordinates) as the full
+    ``(N, D, N, D)`` derivative."""
+    eye = torch.eye(block.shape[0], dtype=block.dtype, device=block.device)
+    return eye[:, None, :, None] * block[:, :, None, :]
+
+
+class _Unit:
+    """``e_axis``: the same unit vector on every body."""
+
+    def __init__(self, axis: int) -> None:
+        self.axis = axis
+
+    def __call__(self, q: Tensor, v: Tensor, m: Tensor) -> Tensor:
         del v, m
-        e = torch.arange(q.shape[-1], device=q.device) == axis
+        e = torch.arange(q.shape[-1], device=q.device) == self.axis
         return e.to(q.dtype).expand_as(q)
 
-    return term
+    def jacobian(self, q: Tensor, v: Tensor, m: Tensor) -> TermJacobian:
+        return TermJacobian()
 
 
-def _pair(n: int) -> ParticleTerm:
-    def term(q: Tensor, v: Tensor, m: Tensor) -> Tensor:
-        del v
+class _Radial:
+    """``|x|^p x`` of each body's own position (``of="q"``) or velocity (``"v"``); its
+    derivative ``|x|^p I + p |x|^(p-2) x xᵀ``."""
+
+    def __init__(self, of: str, power: int) -> None:
+        self.of, self.power = of, power
+
+    def __call__(self, q: Tensor, v: Tensor, m: Tensor) -> Tensor:
+        x = q if self.of == "q" else v
+        if self.power == 0:
+            return x
+        if self.power > 0:
+            return _norm(x) ** self.power * x
+        return x / _norm(x).clamp_min(1e-300) ** -self.power
+
+    def jacobian(self, q: Tensor, v: Tensor, m: Tensor) -> TermJacobian:
+        x = q if self.of == "q" else v
+        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+        if self.power == 0:
+            block = eye.expand(x.shape[0], -1, -1)
+        else:
+            r = _norm(x).clamp_min(1e-300).unsqueeze(-1)  # (N, 1, 1)
+            outer = x.unsqueeze(-1) * x.unsqueeze(-2)
+            block = r**self.power * eye + self.power * r ** (self.power - 2) * outer
+        return TermJacobian(**{self.of: _own(block)})
+
+
+class _Pair:
+    """``Σ_j m_j r_ij / |r_ij|^n`` (``r_ij = q_j - q_i``); its derivative in ``q_j`` is
+    ``m_j (|r|^-n I - n |r|^-(n+2) r rᵀ)`` for ``j ≠ i`` (minus their sum for ``j = i``), in
+    ``m_j`` it is ``r_ij / |r_ij|^n``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def _geometry(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         diff = q.unsqueeze(-3) - q.unsqueeze(-2)  # [i, j] = q_j - q_i
         eye = torch.eye(q.shape[-2], dtype=q.dtype, device=q.device)
         r = (diff.square().sum(-1) + eye).sqrt()  # 1 on the diagonal, where diff is 0
-        w = (1.0 - eye) * m.to(q.dtype) / r**n
+        return diff, eye, r
+
+    def __call__(self, q: Tensor, v: Tensor, m: Tensor) -> Tensor:
+        del v
+        diff, eye, r = self._geometry(q)
+        w = (1.0 - eye) * m.to(q.dtype) / r**self.n
         return (w.unsqueeze(-1) * diff).sum(-2)
 
-    return term
+    def jacobian(self, q: Tensor, v: Tensor, m: Tensor) -> TermJacobian:
+        diff, eye, r = self._geometry(q)
+        per_mass = (1.0 - eye) / r**self.n  # (N, N)
+        w = per_mass * m.to(q.dtype)
+        outer = diff.unsqueeze(-1) * diff.unsqueeze(-2)
+        block = w[..., None, None] * torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+        block = block - (self.n * w / r**2)[..., None, None] * outer  # (i, j, a, b)
+        block = block - eye[..., None, None] * block.sum(1, keepdim=True)
+        masses = (per_mass.unsqueeze(-1) * diff).permute(0, 2, 1)  # (i, a, j)
+        return TermJacobian(q=block.permute(0, 2, 1, 3), masses=masses)
 
 
 #: the families of particle terms; a kind of correction declares the families it can represent
@@ -154,26 +230,18 @@ def particle_library(dim: int, families: Sequence[str] = FAMILIES) -> dict[str, 
     """The candidate terms for ``D = dim`` in ``families``, by name (:data:`ParticleTerm`)."""
     terms: dict[str, ParticleTerm] = {}
     if "uniform" in families:
-        terms |= {f"e_{'xyz'[a]}": _unit(a) for a in range(dim)}
+        terms |= {f"e_{'xyz'[a]}": _Unit(a) for a in range(dim)}
     if "position" in families:
-        terms |= {
-            "q": lambda q, v, m: q,
-            "|q| q": lambda q, v, m: _norm(q) * q,
-            "|q|^2 q": lambda q, v, m: _norm(q) ** 2 * q,
-            "q/|q|^3": lambda q, v, m: q / _norm(q).clamp_min(1e-300) ** 3,
-        }
+        terms |= {"q": _Radial("q", 0), "|q| q": _Radial("q", 1), "|q|^2 q": _Radial("q", 2),
+                  "q/|q|^3": _Radial("q", -3)}  # fmt: skip
     if "velocity" in families:
-        terms |= {
-            "v": lambda q, v, m: v,
-            "|v| v": lambda q, v, m: _norm(v) * v,
-            "|v|^2 v": lambda q, v, m: _norm(v) ** 2 * v,
-        }
+        terms |= {"v": _Radial("v", 0), "|v| v": _Radial("v", 1), "|v|^2 v": _Radial("v", 2)}
     if "pair" in families:
         # no n = 3: a correction along Newton's own term is a change of G m_j, which the
         # physics' masses already are (the refit could not tell the two apart)
         for n in (0, 2, 4, 5):
             name = "sum_j m_j r_ij" if n == 0 else f"sum_j m_j r_ij/|r_ij|^{n}"
-            terms[name] = _pair(n)
+            terms[name] = _Pair(n)
     return terms
 
 

@@ -9,6 +9,7 @@ from physnode.errors import InvalidInputError
 from physnode.models.correction import MLPCorrection
 from physnode.models.registry import AUTO, CORRECTIONS, resolve_correction
 from physnode.models.structured import CorrectionScales, StructuredCorrection
+from physnode.models.symbolic import COEFFICIENTS, StateTerms, SymbolicTerms
 from physnode.solver.vector_field import jacobians_of
 from physnode.systems.base import System
 
@@ -90,11 +91,25 @@ class HybridModel(nn.Module):
         return f + g
 
     def jacobians(self, t: Tensor, y: Tensor, params) -> tuple | None:
-        """The physics' closed-form Jacobian rows (the solver's optional ``jacobians`` hook,
-        e.g. :meth:`physnode.systems.NBody.jacobians`) when there is no correction; ``None``
-        otherwise (autograd's rows are used then)."""
-        hook = jacobians_of(self.system) if self.correction is None else None
-        return None if hook is None else hook(t, y, params)
+        """Closed-form Jacobian rows (the solver's optional ``jacobians`` hook): the
+        physics' own (e.g. :meth:`physnode.systems.NBody.jacobians`) when there is no
+        correction, those plus the named terms' (:meth:`SymbolicTerms.jacobians`,
+        :meth:`StateTerms.jacobians`) for a symbolic law; ``None`` otherwise (a network's rows
+        need autograd)."""
+        physics = jacobians_of(self.system)
+        if physics is None or self.correction is None:
+            return None if physics is None else physics(t, y, params)
+        if not isinstance(self.correction, SymbolicTerms | StateTerms) or y.ndim != 1:
+            return None
+        names = self.system.names_of(params)
+        if names is None:
+            return None
+        own = [p for p, name in zip(params, names, strict=True) if name != COEFFICIENTS]
+        given = physics(t, y, own)
+        if given is None:
+            return None
+        with torch.no_grad():
+            return _with_terms(self.system, self.correction, y, names, given)
 
     def physical_parameters(self) -> dict[str, Tensor]:
         """Current values of the system's physical parameters."""
@@ -112,6 +127,32 @@ class HybridModel(nn.Module):
         if self.correction is None:
             return energy
         return energy + self.correction.potential_energy(y, self.system.param("masses", y))
+
+
+def _with_terms(
+    system: System, terms: SymbolicTerms | StateTerms, y: Tensor, names: list[str], physics: tuple
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """The physics' ``(f, ∂f/∂y, rows)`` (rows for ``names`` less the coefficients) plus the
+    terms' share, which adds to the corrected derivatives (the second half of a second-order
+    system's, else all), as ``forward`` adds it."""
+    f, jac, own = physics
+    masses = system.param("masses", y) if isinstance(terms, SymbolicTerms) else None
+    g, d_y, d_m, d_c = terms.jacobians(y, masses)
+    half = y.shape[-1] // 2 if system.second_order else 0
+    f = torch.cat([f[:half], f[half:] + g])
+    jac = jac.clone()
+    jac[half:] += d_y
+    extra = {COEFFICIENTS: d_c} | ({} if masses is None else {"masses": d_m})
+    rows, own = [], iter(own)
+    for name in names:
+        if name == COEFFICIENTS:
+            row = y.new_zeros(y.shape[-1], d_c.shape[1])
+        else:
+            row = next(own).clone()
+        if name in extra:
+            row[half:] += extra[name] * system.params[name].slope(y)
+        rows.append(row)
+    return f, jac, rows
 
 
 class NeuralODE(nn.Module):

@@ -65,6 +65,27 @@ class SymbolicTerms(StructuredCorrection):
         acc = sum(c[k] * f(q, v, m) for k, f in enumerate(self._functions))
         return acc.flatten(-2)
 
+    def jacobians(self, y: Tensor, masses: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """At one state ``y`` ``(2 N D,)``, from the terms' closed forms: the terms' sum
+        ``(N D,)`` and its derivatives in ``y`` ``(N D, 2 N D)``, in the (natural) masses
+        ``(N D, N)`` and in the coefficients ``(N D, K)`` (the terms themselves)."""
+        q, v = self.split(y)
+        c = self._system.param(COEFFICIENTS, y)
+        nd = q.numel()
+        d_y = y.new_zeros(nd, 2 * nd)
+        d_m = y.new_zeros(nd, masses.numel())
+        for k, term in enumerate(self._functions):
+            jac = term.jacobian(q, v, masses)
+            if jac.q is not None:
+                d_y[:, :nd] += c[k] * jac.q.reshape(nd, nd)
+            if jac.v is not None:
+                d_y[:, nd:] += c[k] * jac.v.reshape(nd, nd)
+            if jac.masses is not None:
+                d_m += c[k] * jac.masses.reshape(nd, -1)
+        values = [term(q, v, masses) for term in self._functions]
+        g = sum(c[k] * value for k, value in enumerate(values))  # as forward sums them
+        return g.flatten(-2), d_y, d_m, torch.stack([x.reshape(-1) for x in values], dim=1)
+
 
 #: separates a state term's target from its monomial: ``"prey: prey predator"``
 TARGET_SEPARATOR = ": "
@@ -120,6 +141,21 @@ class StateTerms(nn.Module):
         """``(..., D)`` → ``(..., C)``: the terms' additions to the corrected derivatives."""
         c = self._system.param(COEFFICIENTS, y)
         return (self.monomials(y) * c) @ self.into.to(y.dtype)
+
+    def jacobians(self, y: Tensor, masses: Tensor | None = None) -> tuple[Tensor, ...]:
+        """At one state ``y`` ``(D,)``: the terms' additions ``(C,)`` and their derivatives in
+        ``y`` ``(C, D)``, in the masses (none: ``(C, 0)``) and in the coefficients ``(C, K)``;
+        ``∂/∂y_d Π_e y_e^p_e = p_d y_d^(p_d - 1) Π_(e≠d) y_e^p_e``."""
+        del masses
+        c = self._system.param(COEFFICIENTS, y)
+        into = self.into.to(y.dtype)  # (K, C)
+        p = self.powers.to(y.dtype)  # (K, D)
+        mono = self.monomials(y)  # (K,)
+        eye = torch.eye(p.shape[1], dtype=y.dtype, device=y.device)
+        lowered = torch.prod(y ** (p.unsqueeze(0) - eye.unsqueeze(1)).clamp_min(0), dim=-1)
+        d_mono = torch.where(p.T > 0, p.T * lowered, torch.zeros_like(lowered))  # (D, K)
+        d_y = (into.T * c) @ d_mono.T  # (C, D)
+        return (mono * c) @ into, d_y, y.new_zeros(into.shape[1], 0), into.T * mono
 
 
 def _split(term: str, targets: list[str]) -> tuple[str, str]:

@@ -171,6 +171,13 @@ class System(nn.Module):
             return parameter.forward()  # .forward(): no hooks to run, less overhead
         return parameter.cast(like)
 
+    def names_of(self, tensors: Iterable[Tensor]) -> list[str] | None:
+        """The parameter name of each tensor, each one a learnable parameter's raw
+        ``nn.Parameter`` (matched by identity); ``None`` if any is not."""
+        owners = {id(p.raw): name for name, p in self.params.items() if p.raw is not None}
+        names = [owners.get(id(t)) for t in tensors]
+        return None if None in names else names
+
     def physical_parameters(self) -> dict[str, Tensor]:
         """Current (constrained) values of all physical parameters, keyed by name."""
         return {name: module() for name, module in self.params.items()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -9,6 +11,9 @@ from physnode.systems.base import System
 from physnode.systems.registry import register_system
 
 __all__ = ["LotkaVolterra"]
+
+#: the rates, in the order ``forward`` reads them
+_RATES = ("alpha", "beta", "gamma", "delta")
 
 
 @register_system("lotka-volterra", description="Predator–prey model with a conserved quantity V.")
@@ -38,9 +43,34 @@ class LotkaVolterra(System):
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         """``(α x - β x y, δ x y - γ y)``, shape ``y.shape``."""
         del t  # autonomous
-        alpha, beta, gamma, delta = (self.param(n, y) for n in ("alpha", "beta", "gamma", "delta"))
+        alpha, beta, gamma, delta = (self.param(n, y) for n in _RATES)
         x, p = y[..., 0], y[..., 1]
         return torch.stack([x * (alpha - beta * p), p * (delta * x - gamma)], dim=-1)
+
+    def jacobians(
+        self, t: Tensor, y: Tensor, params: Sequence[Tensor]
+    ) -> tuple[Tensor, Tensor, list[Tensor]] | None:
+        """``f``, ``∂f/∂y = [[α - β y, -β x], [δ y, δ x - γ]]`` and the rate columns
+        ``∂f/∂α = (x, 0)``, ``∂f/∂β = (-x y, 0)``, ``∂f/∂γ = (0, -y)``, ``∂f/∂δ = (0, x y)``
+        (times softplus' slope) for one state ``(2,)`` and ``params`` among the learnable
+        rates' raw tensors (the solver's optional ``jacobians`` hook); ``None`` otherwise."""
+        names = self.names_of(params)
+        if y.ndim != 1 or names is None or not set(names) <= set(_RATES):
+            return None
+        if type(self).forward is not LotkaVolterra.forward:
+            return None
+        with torch.no_grad():
+            alpha, beta, gamma, delta = (self.param(n, y) for n in _RATES)
+            x, p = y[0], y[1]
+            zero = torch.zeros_like(x)
+            jac = torch.stack([
+                torch.stack([alpha - beta * p, -beta * x]),
+                torch.stack([delta * p, delta * x - gamma]),
+            ])  # fmt: skip
+            columns = {"alpha": (x, zero), "beta": (-x * p, zero), "gamma": (zero, -p),
+                       "delta": (zero, x * p)}  # fmt: skip
+            rows = [torch.stack(columns[n]).unsqueeze(-1) * self.params[n].slope(y) for n in names]
+            return self.forward(t, y), jac, rows
 
     def invariants(self, y: Tensor) -> dict[str, Tensor]:
         """``{"V": δ x - γ ln x + β y - α ln y}`` (positive states only)."""

@@ -220,7 +220,8 @@ class NBody(System):
         :class:`~physnode.solver.vector_field.VectorField`, read by ``grad="forward"``), for a
         single state ``y`` ``(n,)`` and ``params`` among the raw ``nn.Parameter`` s of the
         learnable masses, ``G`` and softening. ``None`` otherwise (a batched state, another
-        tensor, a subclass that changes the force): autograd's rows are used then.
+        tensor or parameter, a subclass that changes the force): autograd's rows are used
+        then.
 
         With ``r_ij = q_j - q_i``, ``s_ij = r_ij² + softening²`` and ``c_ij = G m_j`` (0 on the
         diagonal): ``∂a_i/∂q_j = c_ij (I s^-3/2 - 3 r rᵀ s^-5/2)_ij`` for ``j ≠ i`` and minus
@@ -232,11 +233,11 @@ class NBody(System):
             return None
         if type(self)._acceleration is not NBody._acceleration:
             return None
-        owners = {id(p.raw): name for name, p in self.params.items() if p.raw is not None}
-        if not all(id(p) in owners for p in params):
-            return None
+        names = self.names_of(params)
+        if names is None or not set(names) <= {"masses", "G", "softening"}:
+            return None  # another tensor, or a parameter added to the force's (terms')
         with torch.no_grad():
-            return self._jacobians(y, [owners[id(p)] for p in params])
+            return self._jacobians(y, names)
 
     def _jacobians(self, y: Tensor, names: list[str]) -> tuple[Tensor, Tensor, list[Tensor]]:
         nd = self.n_bodies * self.dim

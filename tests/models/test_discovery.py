@@ -176,3 +176,95 @@ def test_state_terms_add_each_monomial_to_its_component() -> None:
 def test_state_terms_that_name_nothing_are_refused(term: str, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         StateTerms(make_system("lotka-volterra"), [term])
+
+
+def _central(fun, x: torch.Tensor, h: float) -> torch.Tensor:
+    """Central differences of ``fun`` (any output shape) in each entry of ``x``:
+    ``(*out.shape, *x.shape)``."""
+    cols = []
+    for k in range(x.numel()):
+        step = torch.zeros_like(x).reshape(-1)
+        step[k] = h
+        step = step.reshape(x.shape)
+        cols.append((fun(x + step) - fun(x - step)) / (2 * h))
+    return torch.stack(cols, dim=-1).reshape(*cols[0].shape, *x.shape)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_every_library_term_has_its_closed_form_jacobian(dim: int) -> None:
+    """Each term's ``jacobian`` (what forward sensitivities read in a symbolic refit) against
+    central differences of the term itself in the positions, velocities and masses, at a
+    random state of four bodies. h = 1e-6 on O(1) values: truncation h² ~ 1e-12 and rounding
+    ~1e-10 of the entries (q/|q|^3 and |r|^-5 reach ~10 here), so 1e-7 of the largest entry
+    leaves a margin and still catches a wrong factor or sign (O(1) of an entry)."""
+    rng = np.random.default_rng(11)
+    q = torch.tensor(rng.normal(size=(4, dim)))
+    v = torch.tensor(rng.normal(size=(4, dim)))
+    m = torch.tensor([0.8, 1.3, 1.0, 0.6], dtype=torch.float64)
+    for name, term in particle_library(dim).items():
+        jac = term.jacobian(q, v, m)
+        expected = {
+            "q": _central(lambda x, f=term: f(x, v, m), q, 1e-6),
+            "v": _central(lambda x, f=term: f(q, x, m), v, 1e-6),
+            "masses": _central(lambda x, f=term: f(q, v, x), m, 1e-6),
+        }
+        for part, want in expected.items():
+            got = getattr(jac, part)
+            got = torch.zeros_like(want) if got is None else got
+            scale = float(want.abs().max()) or 1.0
+            assert float((got - want).abs().max()) < 1e-7 * scale, (name, part)
+
+
+def test_a_symbolic_hybrids_closed_form_rows_are_autograds() -> None:
+    """Physics plus every library term, with masses, G and the coefficients learned: the
+    hybrid's ``jacobians`` (NBody's rows plus the terms') against autograd's Jacobian of its
+    forward, to 1e-13 of the largest entry (a few ulps of sums of O(1..10) entries; measured
+    ~5e-16); and it declines a network correction."""
+    from physnode.models import HybridModel
+
+    system = NBody([0.8, 1.3, 1.0, 0.6], dim=3)
+    names = list(particle_library(3))
+    model = HybridModel(system, SymbolicTerms(system, names, np.linspace(-0.3, 0.4, len(names))))
+    learned = ["masses", COEFFICIENTS, "G"]
+    system.set_learnable(learned)
+    raws = [system.params[name].raw for name in learned]
+    y = torch.tensor(np.random.default_rng(4).normal(size=24))
+    t = torch.tensor(0.0)
+    f, jac, rows = model.jacobians(t, y, raws)
+    assert float((f - model(t, y).detach()).abs().max()) < 1e-13 * float(f.abs().max())
+    want = torch.autograd.functional.jacobian(lambda x: model(t, x), y)
+    assert float((jac - want).abs().max()) < 1e-13 * float(want.abs().max())
+    out = model(t, y)
+    for raw, row in zip(raws, rows, strict=True):
+        grads = [torch.autograd.grad(out[i], raw, retain_graph=True)[0].reshape(-1)
+                 for i in range(len(y))]  # fmt: skip
+        want = torch.stack(grads)
+        assert float((row - want).abs().max()) < 1e-13 * float(want.abs().max())
+    assert HybridModel.with_correction(system, "field").jacobians(t, y, raws) is None
+
+
+def test_state_terms_closed_form_rows_are_autograds() -> None:
+    """Lotka–Volterra without interactions plus monomials up to degree 4 (a constant too),
+    the rates and coefficients learned: the hybrid's ``jacobians`` (the system's rows plus
+    each monomial's ``p_d y_d^(p_d - 1) Π y_e^p_e``) against autograd's Jacobian of its
+    forward, to 1e-13 of the largest entry (ulps of sums of O(1) entries)."""
+    from physnode.models import HybridModel
+
+    system = make_system("lotka-volterra", beta=0.0, delta=0.0)
+    terms = ["prey: prey predator", "predator: prey predator", "prey: prey^2",
+             "predator: 1", "prey: predator^3 prey"]  # fmt: skip
+    model = HybridModel(system, StateTerms(system, terms, [-0.9, 0.8, 0.1, 0.05, 0.02]))
+    learned = ["alpha", "gamma", COEFFICIENTS]
+    system.set_learnable(learned)
+    raws = [system.params[name].raw for name in learned]
+    y = torch.tensor([1.3, 0.7], dtype=torch.float64)
+    t = torch.tensor(0.0)
+    f, jac, rows = model.jacobians(t, y, raws)
+    out = model(t, y)
+    assert float((f - out.detach()).abs().max()) < 1e-13 * float(f.abs().max())
+    want = torch.autograd.functional.jacobian(lambda x: model(t, x), y)
+    assert float((jac - want).abs().max()) < 1e-13 * float(want.abs().max())
+    for raw, row in zip(raws, rows, strict=True):
+        grads = [torch.autograd.grad(out[i], raw, retain_graph=True)[0] for i in range(2)]
+        want = torch.stack([g.reshape(-1) for g in grads])
+        assert float((row - want).abs().max()) < 1e-13 * float(want.abs().max())

@@ -261,3 +261,39 @@ def test_duffing_energy_only_when_conservative() -> None:
     assert not Duffing().separable and Duffing(delta=0.0).separable
     energy = Duffing(alpha=1.0, beta=2.0, delta=0.0, gamma=0.0).invariants(y)["energy"]
     assert float(energy) == pytest.approx(0.5 * 0.01 + 0.5 * 0.25 + 0.5 * 0.0625, rel=1e-15)
+
+
+def _lv_rhs(u: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    a, b, g, d = rates
+    return np.array([a * u[0] - b * u[0] * u[1], d * u[0] * u[1] - g * u[1]])
+
+
+def _central(fun, x: np.ndarray) -> np.ndarray:
+    eye = np.eye(len(x)) * 1e-6
+    return np.stack([(fun(x + e) - fun(x - e)) / 2e-6 for e in eye], axis=1)
+
+
+@pytest.mark.parametrize("values", [(1.5, 1.0, 3.0, 1.0), (1.3, 0.0, 2.7, 0.0)])
+def test_lotka_volterra_closed_form_jacobians_match_central_differences(values) -> None:
+    """``LotkaVolterra.jacobians`` (read by forward sensitivities) against central
+    differences of the equations written in NumPy, in the state and in each rate (times
+    softplus' slope 1/(1 + e^-raw), in NumPy), the interaction rates at 0 as in the UDE case
+    and not. h = 1e-6 on O(1) values: truncation ~1e-12, rounding ~1e-10, so 1e-8 absolute on
+    entries of O(1..3); a wrong sign or factor is O(1)."""
+    names = ("alpha", "beta", "gamma", "delta")
+    system = LotkaVolterra(*values)
+    learned = [n for n, v in zip(names, values, strict=True) if v > 0]
+    system.set_learnable(learned)
+    u, rates = np.array([1.3, 0.7]), np.array(values)
+    raws = [system.params[n].raw for n in learned]
+    f, jac, rows = system.jacobians(torch.tensor(0.0), torch.tensor(u), raws)
+    np.testing.assert_allclose(f.numpy(), _lv_rhs(u, rates), rtol=1e-14)
+    np.testing.assert_allclose(jac.numpy(), _central(lambda x: _lv_rhs(x, rates), u), atol=1e-8)
+    for name, row in zip(learned, rows, strict=True):
+        k = names.index(name)
+        by_rate = lambda r, k=k: _lv_rhs(u, np.concatenate([rates[:k], r, rates[k + 1 :]]))  # noqa: E731
+        raw = float(system.params[name].raw.detach())
+        expected = _central(by_rate, rates[k : k + 1]) / (1 + np.exp(-raw))
+        np.testing.assert_allclose(row.numpy(), expected, atol=1e-8)
+    batched = torch.ones(3, 2, dtype=torch.float64)
+    assert system.jacobians(torch.tensor(0.0), batched, raws) is None

@@ -312,6 +312,9 @@ def test_closed_form_jacobians_decline_what_they_do_not_cover() -> None:
     assert system.jacobians(t, y, [raw]) is not None
     assert system.jacobians(t, y.expand(2, 12), [raw]) is None
     assert system.jacobians(t, y, [torch.ones(3, requires_grad=True)]) is None
+    system.add_parameter("coefficients", torch.zeros(2), positive=False)
+    system.set_learnable("coefficients")  # a parameter the force does not read (terms' own)
+    assert system.jacobians(t, y, [system.params["coefficients"].raw]) is None
 
     class Stronger(NBody):
         def _acceleration(self, q):
