@@ -39,6 +39,7 @@ from physnode.solver.stepper import (
     stages,
 )
 from physnode.solver.tableaus import ButcherTableau
+from physnode.solver.vector_field import one_solve
 
 _EPS64 = 2.220446049250313e-16
 
@@ -109,6 +110,7 @@ def _floor(options: SolverOptions, t: float, span: float) -> float:
     return 16 * _EPS64 * max(abs(t), abs(span) * 1e-3, 1e-300)
 
 
+@one_solve
 def integrate(
     rhs: RHS,
     tab: ButcherTableau,

@@ -35,6 +35,7 @@ from physnode.solver.options import SolverOptions
 from physnode.solver.stats import SolverStats
 from physnode.solver.stepper import RHS
 from physnode.solver.tableaus import ButcherTableau
+from physnode.solver.vector_field import one_solve
 
 __all__ = [
     "STATUS",
@@ -102,6 +103,7 @@ class StepRecord:
         self.outputs.append([])
 
 
+@one_solve
 def integrate_per_sample(
     rhs: RHS,
     tab: ButcherTableau,

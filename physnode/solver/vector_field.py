@@ -6,11 +6,14 @@ Every part of the solver that asks something of the user's ``func`` reads it her
 
 from __future__ import annotations
 
-from typing import Protocol
+import contextvars
+import functools
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import torch
 
-__all__ = ["VectorField", "is_autonomous", "jacobians_of"]
+__all__ = ["VectorField", "is_autonomous", "jacobians_of", "one_solve", "solve_scope"]
 
 
 class VectorField(Protocol):
@@ -32,6 +35,10 @@ class VectorField(Protocol):
     ``(n, n)`` and ``(n, p.numel())``, for ``grad="forward"``'s variational equations, which
     otherwise take these rows by autograd; or ``None`` where the model cannot give them (the
     solver then uses autograd). Read it with :func:`jacobians_of`.
+
+    During one solve the parameters do not change: a model may cache what it derives from
+    them for that solve alone, keyed by :func:`solve_scope` (never across solves: a value
+    changed through ``.data`` between two solves leaves no trace in its version counter).
     """
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
@@ -46,3 +53,26 @@ def jacobians_of(func: object):
     """``func``'s closed-form ``jacobians`` hook (see :class:`VectorField`), or ``None``."""
     hook = getattr(func, "jacobians", None)
     return hook if callable(hook) else None
+
+
+_SCOPE: contextvars.ContextVar[object | None] = contextvars.ContextVar("solve", default=None)
+_F = TypeVar("_F", bound=Callable)
+
+
+def solve_scope() -> object | None:
+    """A token of the solve running now (a new object per solve), ``None`` outside one."""
+    return _SCOPE.get()
+
+
+def one_solve(loop: _F) -> _F:
+    """Run ``loop`` (a solver loop) as one solve: :func:`solve_scope` gives it a new token."""
+
+    @functools.wraps(loop)
+    def scoped(*args, **kwargs):
+        token = _SCOPE.set(object())
+        try:
+            return loop(*args, **kwargs)
+        finally:
+            _SCOPE.reset(token)
+
+    return scoped  # type: ignore[return-value]

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from physnode.errors import InvalidInputError
-from physnode.systems.base import System
+from physnode.solver.vector_field import solve_scope
+from physnode.systems.base import PhysicalParameter, System
 from physnode.systems.registry import (
     RunOptions,
     RunSetup,
@@ -171,19 +172,26 @@ class NBody(System):
         device: what the force adds to the squared distances and multiplies ``r_ij^-3`` by.
 
         With every parameter frozen they are cached, keyed by the values' identity and
-        version (a changed value is seen); a learnable one is recomputed inside the graph.
+        version (a changed value is seen). With a learnable one they are recomputed inside
+        the graph while autograd records, and otherwise cached for the current solve only
+        (:func:`~physnode.solver.vector_field.solve_scope`: parameters cannot change during
+        a solve, but may between solves in ways no version counter records).
         """
-        cached = self.__dict__.get("_coupling_cache")
-        if cached is not None and cached[0] == (like.dtype, like.device):
-            # the hot path: each frozen value is still the same tensor at the same version
-            if all(buffers.get("value") is v and v._version == n for buffers, v, n in cached[1]):
-                return cached[2]
         params = [self.params[name] for name in ("softening", "G", "masses")]
-        if any(p.learnable for p in params):
+        learnable = any(p.learnable for p in params)
+        scope = solve_scope() if learnable and not torch.is_grad_enabled() else None
+        if learnable and scope is None:
             return self._coupling_values(like)
-        refs = [(p._buffers, p.value, p.value._version) for p in params]
+        key = (like.dtype, like.device, scope)
+        cached = self.__dict__.get("_coupling_cache")
+        if cached is not None and cached[0] == key:
+            # the hot path: each value is still the same tensor (not one that a traced
+            # functional_call put in its place), a frozen one at the same version
+            if all(_current(p) is v and (n is None or v._version == n) for p, v, n in cached[1]):
+                return cached[2]
+        refs = [(p, _current(p), None if p.learnable else p.value._version) for p in params]
         values = self._coupling_values(like)
-        self.__dict__["_coupling_cache"] = ((like.dtype, like.device), refs, values)
+        self.__dict__["_coupling_cache"] = (key, refs, values)
         return values
 
     def _coupling_values(self, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -367,6 +375,13 @@ class NBody(System):
             body_names=self.body_names,
             parameters=parameters,
         )
+
+
+def _current(param: PhysicalParameter) -> Tensor | None:
+    """The tensor a parameter's value is read from now (its raw ``nn.Parameter`` when
+    learnable, else its frozen buffer), read from the module's own dicts: the hot path."""
+    raw = param._parameters.get("raw")
+    return raw if raw is not None else param._buffers.get("value")
 
 
 def _run_masses(start: np.ndarray, given: tuple[float, ...] | None) -> np.ndarray:

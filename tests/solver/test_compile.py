@@ -83,3 +83,21 @@ def test_compiled_yoshida4_equals_eager_steps():
     # the same kicks and drifts; only rounding differs (fused multiply-adds), ~1e-16 per
     # operation grown over 1000 steps (measured 2.5e-13 over 4000 steps)
     torch.testing.assert_close(comp, eager, rtol=0, atol=1e-11)
+
+
+def test_a_compiled_step_sees_learnable_masses_changed_between_solves():
+    """Learnable masses, solved without gradients: the compiled step takes the module's
+    parameters as inputs, and the force's per-solve coupling cache must not keep the traced
+    tensors; a change through ``.data`` (no version bump) shows in the next compiled solve.
+    Reference: eager solves of a fresh system with those masses; same tolerance as above
+    (the kernel sums in another order: measured ~1e-13)."""
+    system, y0, t = _figure_eight(0.3)
+    system.set_learnable("masses")
+    kw = {"rtol": 1e-10, "atol": 1e-10, "method": "dop853"}
+    for shift in (0.0, 0.2):
+        system.params["masses"].raw.data.add_(shift)
+        fresh = type(system)(system.masses.detach().clone())
+        with torch.no_grad():
+            comp = solve(system, y0, t, **kw, options={"compile": True}).ys
+            eager = solve(fresh, y0, t, **kw).ys
+        torch.testing.assert_close(comp, eager, rtol=0, atol=1e-11)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from physnode.systems import Kepler, NBody
-from tests.reference import acceleration
+from tests.reference import FIGURE_EIGHT_POSITIONS, FIGURE_EIGHT_VELOCITIES, acceleration
 
 # Hand computations below involve a handful of float64 operations on O(1) numbers: a few ulps.
 EXACT = 1e-14
@@ -323,3 +323,43 @@ def test_closed_form_jacobians_decline_what_they_do_not_cover() -> None:
     other = Stronger([0.8, 1.3, 1.0])
     other.set_learnable("masses")
     assert other.jacobians(t, y, [other.params["masses"].raw]) is None
+
+
+def test_learnable_couplings_are_cached_for_one_solve_only() -> None:
+    """With learnable masses the couplings are cached only within one solve, without grad:
+    a change through ``.data`` (which no version counter records) between two solves must
+    show in the second, for ACA's no-grad forward pass too; while autograd records they stay
+    in the graph. References: NumPy pairwise sums, and a fresh system with the new masses."""
+    from physnode import odeint
+    from physnode.solver.vector_field import one_solve
+
+    q = np.random.default_rng(2).normal(size=(3, 2))
+    y = torch.tensor(np.concatenate([q.ravel(), np.zeros(6)]))
+    system = NBody([0.8, 1.3, 1.0])
+    system.set_learnable("masses")
+
+    @one_solve
+    def two_evaluations() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return system._couplings(y)[1], system._couplings(y)[1]
+
+    first, again = two_evaluations()
+    assert first is again  # one solve: computed once
+    system.params["masses"].raw.data.add_(0.5)  # leaves the version counter as it was
+    masses = system.masses.detach().numpy()
+    later, _ = two_evaluations()
+    assert later is not first
+    with torch.no_grad():
+        acc = system(torch.tensor(0.0), y)[6:].numpy()
+    np.testing.assert_allclose(acc, acceleration(q, masses, 1.0).ravel(), rtol=1e-13)
+    assert system(torch.tensor(0.0), y).grad_fn is not None  # autograd records: in the graph
+
+    y0 = torch.tensor(
+        np.concatenate([FIGURE_EIGHT_POSITIONS.ravel(), FIGURE_EIGHT_VELOCITIES.ravel()])
+    )
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    odeint(system, y0, t, grad="aca")  # fills the cache inside that solve
+    system.params["masses"].raw.data.add_(-0.3)
+    fresh = NBody(system.masses.detach().clone())
+    got = odeint(system, y0, t, grad="aca").detach()
+    assert torch.equal(got, odeint(fresh, y0, t))  # same steps, same arithmetic: bit for bit
