@@ -10,7 +10,7 @@ from physnode.models.correction import MLPCorrection
 from physnode.models.registry import AUTO, CORRECTIONS, resolve_correction
 from physnode.models.structured import CorrectionScales, StructuredCorrection
 from physnode.models.symbolic import COEFFICIENTS, StateTerms, SymbolicTerms
-from physnode.solver.vector_field import jacobians_of
+from physnode.solver.vector_field import closed_form_applies, jacobians_of
 from physnode.systems.base import System
 
 
@@ -97,9 +97,14 @@ class HybridModel(nn.Module):
         :meth:`StateTerms.jacobians`) for a symbolic law; ``None`` otherwise (a network's rows
         need autograd)."""
         physics = jacobians_of(self.system)
-        if physics is None or self.correction is None:
-            return None if physics is None else physics(t, y, params)
-        if not isinstance(self.correction, SymbolicTerms | StateTerms) or y.ndim != 1:
+        if physics is None or not closed_form_applies(self, HybridModel, ("forward",)):
+            return None
+        if self.correction is None:
+            return physics(t, y, params)
+        terms = self.correction
+        if type(terms) not in (SymbolicTerms, StateTerms) or y.ndim != 1:
+            return None  # a network, or terms whose call is not the closed form's
+        if not closed_form_applies(terms, type(terms), ()):
             return None
         names = self.system.names_of(params)
         if names is None:

@@ -13,7 +13,14 @@ from typing import Protocol, TypeVar
 
 import torch
 
-__all__ = ["VectorField", "is_autonomous", "jacobians_of", "one_solve", "solve_scope"]
+__all__ = [
+    "VectorField",
+    "closed_form_applies",
+    "is_autonomous",
+    "jacobians_of",
+    "one_solve",
+    "solve_scope",
+]
 
 
 class VectorField(Protocol):
@@ -31,10 +38,12 @@ class VectorField(Protocol):
     is treated as non-autonomous; read it with :func:`is_autonomous`.
 
     Optional method ``jacobians(t, y, params)`` (SciML's ``jac`` and ``paramjac`` in one):
-    ``(f, ∂f/∂y, [∂f/∂p for p in params])`` with ``y`` flattened, shapes ``(n,)``,
-    ``(n, n)`` and ``(n, p.numel())``, for ``grad="forward"``'s variational equations, which
-    otherwise take these rows by autograd; or ``None`` where the model cannot give them (the
-    solver then uses autograd). Read it with :func:`jacobians_of`.
+    ``(f, ∂f/∂y, [∂f/∂p for p in params])`` for one state ``y`` of shape ``(n,)`` (a batch
+    never reaches it), shapes ``(n,)``, ``(n, n)`` and ``(n, p.numel())``, for
+    ``grad="forward"``'s variational equations, which otherwise take these rows by autograd;
+    or ``None`` where the model cannot give them (the solver then uses autograd; a model
+    whose call is not the one the closed form was written for must decline, see
+    :func:`closed_form_applies`). Read it with :func:`jacobians_of`.
 
     During one solve the parameters do not change: a model may cache what it derives from
     them for that solve alone, keyed by :func:`solve_scope` (never across solves: a value
@@ -53,6 +62,21 @@ def jacobians_of(func: object):
     """``func``'s closed-form ``jacobians`` hook (see :class:`VectorField`), or ``None``."""
     hook = getattr(func, "jacobians", None)
     return hook if callable(hook) else None
+
+
+def closed_form_applies(module: object, cls: type, methods: tuple[str, ...]) -> bool:
+    """Whether ``module``'s call is the one ``cls``'s closed-form ``jacobians`` was written
+    for: none of ``methods`` (those its ``forward`` runs through) overridden by a subclass,
+    and no forward hook (its own or torch's global ones) that could change the result."""
+    if any(getattr(type(module), name) is not getattr(cls, name) for name in methods):
+        return False
+    if isinstance(module, torch.nn.Module):
+        from torch.nn.modules import module as torch_module
+
+        own = module._forward_hooks or module._forward_pre_hooks
+        shared = torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+        return not (own or shared)
+    return True
 
 
 _SCOPE: contextvars.ContextVar[object | None] = contextvars.ContextVar("solve", default=None)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from physnode.solver.vector_field import closed_form_applies
 from physnode.systems.base import System
 from physnode.systems.registry import register_system
 
@@ -57,7 +58,7 @@ class LotkaVolterra(System):
         names = self.names_of(params)
         if y.ndim != 1 or names is None or not set(names) <= set(_RATES):
             return None
-        if type(self).forward is not LotkaVolterra.forward:
+        if not closed_form_applies(self, LotkaVolterra, ("forward",)):
             return None
         with torch.no_grad():
             alpha, beta, gamma, delta = (self.param(n, y) for n in _RATES)

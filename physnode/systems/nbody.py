@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from physnode.errors import InvalidInputError
-from physnode.solver.vector_field import solve_scope
-from physnode.systems.base import PhysicalParameter, System
+from physnode.solver.vector_field import closed_form_applies, solve_scope
+from physnode.systems.base import System
 from physnode.systems.registry import (
     RunOptions,
     RunSetup,
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from physnode.data import InitialConditions, Trajectory
 
 __all__ = ["NBody", "initial_run_setup", "nbody_run_setup"]
+
+#: the methods ``NBody.forward`` runs through: a subclass that overrides any of them has
+#: another force, for which the closed-form ``jacobians`` would be wrong
+_FORCE_METHODS = ("forward", "_acceleration", "_pairs", "_couplings", "_coupling_values")
 
 _AXES = ("x", "y", "z")
 
@@ -177,21 +181,27 @@ class NBody(System):
         (:func:`~physnode.solver.vector_field.solve_scope`: parameters cannot change during
         a solve, but may between solves in ways no version counter records).
         """
-        params = [self.params[name] for name in ("softening", "G", "masses")]
-        learnable = any(p.learnable for p in params)
-        scope = solve_scope() if learnable and not torch.is_grad_enabled() else None
-        if learnable and scope is None:
-            return self._coupling_values(like)
-        key = (like.dtype, like.device, scope)
         cached = self.__dict__.get("_coupling_cache")
-        if cached is not None and cached[0] == key:
-            # the hot path: each value is still the same tensor (not one that a traced
-            # functional_call put in its place), a frozen one at the same version
-            if all(_current(p) is v and (n is None or v._version == n) for p, v, n in cached[1]):
-                return cached[2]
-        refs = [(p, _current(p), None if p.learnable else p.value._version) for p in params]
+        if cached is not None:  # the hot path: each value still the same tensor (not one a
+            # traced functional_call put in its place), a frozen one at the same version
+            (dtype, device, scope), refs, values = cached
+            if dtype == like.dtype and device == like.device:
+                if all(d.get(k) is v and (n is None or v._version == n) for d, k, v, n in refs):
+                    if scope is None or (scope is solve_scope() and not torch.is_grad_enabled()):
+                        return values
+        params = [self.params[name] for name in ("softening", "G", "masses")]
+        scope = None
+        if any(p.learnable for p in params):
+            scope = None if torch.is_grad_enabled() else solve_scope()
+            if scope is None:  # in the graph, or outside any solve: computed afresh
+                return self._coupling_values(like)
+        refs = [
+            (p._parameters, "raw", p.raw, None) if p.learnable
+            else (p._buffers, "value", p.value, p.value._version)
+            for p in params
+        ]  # fmt: skip
         values = self._coupling_values(like)
-        self.__dict__["_coupling_cache"] = (key, refs, values)
+        self.__dict__["_coupling_cache"] = ((like.dtype, like.device, scope), refs, values)
         return values
 
     def _coupling_values(self, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -237,9 +247,7 @@ class NBody(System):
         ``∂a_i/∂softening = -3 softening Σ_j c_ij r_ij s_ij^-5/2``; a positive parameter's
         column times softplus' slope at its raw value.
         """
-        if y.ndim != 1 or type(self).forward is not NBody.forward:
-            return None
-        if type(self)._acceleration is not NBody._acceleration:
+        if y.ndim != 1 or not closed_form_applies(self, NBody, _FORCE_METHODS):
             return None
         names = self.names_of(params)
         if names is None or not set(names) <= {"masses", "G", "softening"}:
@@ -375,13 +383,6 @@ class NBody(System):
             body_names=self.body_names,
             parameters=parameters,
         )
-
-
-def _current(param: PhysicalParameter) -> Tensor | None:
-    """The tensor a parameter's value is read from now (its raw ``nn.Parameter`` when
-    learnable, else its frozen buffer), read from the module's own dicts: the hot path."""
-    raw = param._parameters.get("raw")
-    return raw if raw is not None else param._buffers.get("value")
 
 
 def _run_masses(start: np.ndarray, given: tuple[float, ...] | None) -> np.ndarray:

@@ -147,19 +147,31 @@ def test_autonomous_follows_the_physics():
 
 
 def test_closed_form_jacobians_are_the_physics_only_without_a_correction():
-    """A physics-only hybrid hands forward sensitivities its system's closed-form rows (the
-    same tensors, bit for bit); with a correction it declines (``None``: the network's rows
-    need autograd), so a hybrid never passes off the physics' Jacobian as its own."""
+    """A physics-only hybrid's ``jacobians`` against autograd's Jacobian of its forward (to
+    1e-13 of the largest entry: ulps of O(1..10) sums); with a network correction, or as a
+    subclass with its own forward, it declines (``None``: autograd's rows are used), so a
+    hybrid never passes off the physics' Jacobian as its own."""
     system = _nbody()
     system.set_learnable("masses")
     raw = system.params["masses"].raw
     y = torch.randn(system.dimension, dtype=torch.float64)
     t = torch.tensor(0.0)
-    mine = HybridModel(system).jacobians(t, y, [raw])
-    theirs = system.jacobians(t, y, [raw])
-    assert all(torch.equal(a, b) for a, b in zip(mine[:2], theirs[:2], strict=True))
-    assert torch.equal(mine[2][0], theirs[2][0])
+    hybrid = HybridModel(system)
+    f, jac, (rows,) = hybrid.jacobians(t, y, [raw])
+    assert float((f - hybrid(t, y).detach()).abs().max()) < 1e-13 * float(f.abs().max())
+    want = torch.autograd.functional.jacobian(lambda x: hybrid(t, x), y)
+    assert float((jac - want).abs().max()) < 1e-13 * float(want.abs().max())
+    out = hybrid(t, y)
+    grads = [torch.autograd.grad(out[i], raw, retain_graph=True)[0] for i in range(len(y))]
+    want = torch.stack(grads)
+    assert float((rows - want).abs().max()) < 1e-13 * float(want.abs().max())
     assert HybridModel.with_mlp(system, hidden=4).jacobians(t, y, [raw]) is None
+
+    class Dragged(HybridModel):
+        def forward(self, t, y):
+            return super().forward(t, y) - 0.1 * torch.cat([torch.zeros_like(y[:6]), y[6:]])
+
+    assert Dragged(system).jacobians(t, y, [raw]) is None
 
 
 def test_physical_parameters_are_the_systems():

@@ -3,6 +3,8 @@ take the eager path's steps and agree with it and with scipy."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.integrate
@@ -97,7 +99,8 @@ def test_a_compiled_step_sees_learnable_masses_changed_between_solves():
     for shift in (0.0, 0.2):
         system.params["masses"].raw.data.add_(shift)
         fresh = type(system)(system.masses.detach().clone())
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error", CompileFallbackWarning)  # compiled, not eager
             comp = solve(system, y0, t, **kw, options={"compile": True}).ys
             eager = solve(fresh, y0, t, **kw).ys
         torch.testing.assert_close(comp, eager, rtol=0, atol=1e-11)

@@ -221,3 +221,21 @@ def test_a_hook_that_declines_leaves_autograds_rows() -> None:
     b = sensitivities(Oscillator(1.3), y0, t, rtol=1e-9, atol=1e-9)
     assert Declining.asked == 1
     assert torch.equal(a.jac, b.jac) and torch.equal(a.ys, b.ys)
+
+
+def test_a_batched_state_takes_autograds_rows_where_the_hook_is_for_one_state() -> None:
+    """The ``jacobians`` hook is for one state ``(n,)``: a batched ``y0`` (as multiple
+    shooting's segment starts) must not reach it flattened (it crashed: a (2, 12) state as
+    24 numbers), and gives what the same model behind a plain function gives (no hook),
+    bit for bit: the same rows by the same autograd arithmetic."""
+    from physnode.systems import NBody
+
+    system = NBody([0.8, 1.3, 1.0])
+    system.set_learnable("masses")
+    raw = system.params["masses"].raw
+    y0 = torch.tensor(FIGURE_EIGHT_Y0)
+    y0 = torch.stack([y0, 1.01 * y0])
+    t = torch.linspace(0, 1.0, 5, dtype=torch.float64)
+    hooked = sensitivities(system, y0, t, params=[raw])
+    plain = sensitivities(lambda s, y: system(s, y), y0, t, params=[raw])
+    assert torch.equal(hooked.jac, plain.jac) and torch.equal(hooked.ys, plain.ys)

@@ -302,8 +302,9 @@ def test_closed_form_jacobians_match_numpy(dim: int, length: float, eps: float) 
 
 def test_closed_form_jacobians_decline_what_they_do_not_cover() -> None:
     """``None`` (autograd's rows are used then) for a batched state, a tensor that is not one
-    of the system's learnable raws, and a subclass that changes the force: a closed form of
-    another force would be silently wrong."""
+    of the system's learnable raws or a parameter the force does not read, a subclass that
+    changes the force (through any method its forward runs) and a forward hook: a closed form
+    of another force would be silently wrong."""
     system = NBody([0.8, 1.3, 1.0])
     system.set_learnable("masses")
     raw = system.params["masses"].raw
@@ -320,9 +321,19 @@ def test_closed_form_jacobians_decline_what_they_do_not_cover() -> None:
         def _acceleration(self, q):
             return 2 * super()._acceleration(q)
 
-    other = Stronger([0.8, 1.3, 1.0])
-    other.set_learnable("masses")
-    assert other.jacobians(t, y, [other.params["masses"].raw]) is None
+    class SquaredMasses(NBody):  # the same forward, another coupling: G m_j²
+        def _coupling_values(self, like):
+            diagonal, coupling = super()._coupling_values(like)
+            return diagonal, coupling * self.param("masses", like)
+
+    for cls in (Stronger, SquaredMasses):
+        other = cls([0.8, 1.3, 1.0])
+        other.set_learnable("masses")
+        assert other.jacobians(t, y, [other.params["masses"].raw]) is None
+    handle = system.register_forward_hook(lambda module, args, out: 2 * out)
+    assert system.jacobians(t, y, [raw]) is None  # a hook changes what the call returns
+    handle.remove()
+    assert system.jacobians(t, y, [raw]) is not None
 
 
 def test_learnable_couplings_are_cached_for_one_solve_only() -> None:

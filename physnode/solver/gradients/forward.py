@@ -110,8 +110,9 @@ class _Variational:
         eye = torch.eye(self.n, dtype=y0.dtype, device=y0.device)
         self.basis = eye.reshape(self.n, *self.shape)
         self.batched = True
-        # the model's closed-form rows, while it gives them (None once it declines)
-        self.analytic = jacobians_of(func)
+        # the model's closed-form rows, while it gives them (None once it declines); the
+        # hook is for one state (n,): a batch takes autograd's rows
+        self.analytic = jacobians_of(func) if len(self.shape) == 1 else None
 
     def initial(self, y0: torch.Tensor) -> torch.Tensor:
         """``z0 = [y0, S0]`` with ``S0 = [I | 0]``."""
@@ -138,7 +139,7 @@ class _Variational:
 
     def _by_rows(self, t: torch.Tensor, y: torch.Tensor, s: torch.Tensor):
         if self.analytic is not None:
-            given = self.analytic(t, y.reshape(-1), self.params)
+            given = self.analytic(t, y, self.params)
             if given is not None:
                 f, jac_y, jac_p = given
                 return f.view(self.shape), self._product(s, jac_y, jac_p)
