@@ -90,7 +90,7 @@ class PhysicalParameter(nn.Module):
         raw = self.raw.detach().to(like).reshape(-1)
         if not self.positive:
             return torch.ones_like(raw)
-        return torch.where(raw > 20, torch.ones_like(raw), torch.sigmoid(raw))
+        return torch.sigmoid(raw).masked_fill_(raw > 20, 1.0)
 
     def cast(self, like: Tensor) -> Tensor:
         """The value in ``like``'s dtype and device. A frozen value is converted once and

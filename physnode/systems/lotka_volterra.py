@@ -63,15 +63,14 @@ class LotkaVolterra(System):
         with torch.no_grad():
             alpha, beta, gamma, delta = (self.param(n, y) for n in _RATES)
             x, p = y[0], y[1]
-            zero = torch.zeros_like(x)
-            jac = torch.stack([
-                torch.stack([alpha - beta * p, -beta * x]),
-                torch.stack([delta * p, delta * x - gamma]),
-            ])  # fmt: skip
-            columns = {"alpha": (x, zero), "beta": (-x * p, zero), "gamma": (zero, -p),
-                       "delta": (zero, x * p)}  # fmt: skip
-            rows = [torch.stack(columns[n]).unsqueeze(-1) * self.params[n].slope(y) for n in names]
-            return self.forward(t, y), jac, rows
+            by_x, by_p = alpha - beta * p, delta * x - gamma  # ∂f_0/∂x, ∂f_1/∂y
+            f = torch.stack([x * by_x, p * by_p])  # forward's arithmetic, to the bit
+            jac = torch.stack([by_x, -beta * x, delta * p, by_p]).view(2, 2)
+            xp, zero = x * p, torch.zeros_like(x)
+            # the rate columns ∂f/∂(α, β, γ, δ), one row each
+            columns = torch.stack([x, zero, -xp, zero, zero, -p, zero, xp]).view(4, 2)
+            rows = [columns[_RATES.index(n)].unsqueeze(-1) * self.params[n].slope(y) for n in names]
+            return f, jac, rows
 
     def invariants(self, y: Tensor) -> dict[str, Tensor]:
         """``{"V": δ x - γ ln x + β y - α ln y}`` (positive states only)."""

@@ -374,3 +374,21 @@ def test_learnable_couplings_are_cached_for_one_solve_only() -> None:
     fresh = NBody(system.masses.detach().clone())
     got = odeint(system, y0, t, grad="aca").detach()
     assert torch.equal(got, odeint(fresh, y0, t))  # same steps, same arithmetic: bit for bit
+
+
+def test_the_slope_of_a_positive_parameter_is_softplus_as_torch_differentiates_it() -> None:
+    """``PhysicalParameter.slope`` (the closed forms' chain factor) against autograd through
+    ``softplus`` itself, below, at and past its linear threshold (20, where torch's gradient
+    becomes exactly 1): equal to rounding (1e-15), and 1 for a real parameter."""
+    from physnode.systems.base import PhysicalParameter
+
+    values = torch.tensor([0.05, 1.3, 19.5, 20.0, 20.5, 35.0], dtype=torch.float64)
+    param = PhysicalParameter("m", values)
+    param.set_learnable(True)
+    (grad,) = torch.autograd.grad(param().sum(), param.raw)
+    slope = param.slope(values)
+    assert float((slope - grad).abs().max()) < 1e-15
+    assert bool((slope[values > 20.1] == 1).all())
+    real = PhysicalParameter("c", torch.tensor([-2.0, 3.0]), positive=False)
+    real.set_learnable(True)
+    assert torch.equal(real.slope(values), torch.ones(2, dtype=torch.float64))
