@@ -30,7 +30,7 @@ class LotkaVolterra(System):
 
     autonomous = True  # dy/dt does not read t
 
-    positive_parameters = ("alpha", "beta", "gamma", "delta")
+    positive_parameters = _RATES
     zero_allowed = ("beta", "delta")
 
     def __init__(
@@ -74,7 +74,7 @@ class LotkaVolterra(System):
 
     def invariants(self, y: Tensor) -> dict[str, Tensor]:
         """``{"V": δ x - γ ln x + β y - α ln y}`` (positive states only)."""
-        alpha, beta, gamma, delta = (self.param(n, y) for n in ("alpha", "beta", "gamma", "delta"))
+        alpha, beta, gamma, delta = (self.param(n, y) for n in _RATES)
         x, p = y[..., 0], y[..., 1]
         return {"V": delta * x - gamma * torch.log(x) + beta * p - alpha * torch.log(p)}
 
