@@ -75,7 +75,8 @@ SYNONYMS = {"sum_j m_j r_ij": "q"}
 PARALLEL = 1e-6
 
 #: ``f(q, v, m)``: positions and velocities ``(..., N, D)``, masses ``(N,)`` → ``(..., N, D)``;
-#: the library's terms also have ``jacobian(q, v, m)`` → :class:`TermJacobian` at one state
+#: the library's terms also have ``jacobian(q, v, m)`` → :class:`TermJacobian` (value and
+#: derivatives) at one state
 ParticleTerm = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
@@ -117,13 +118,15 @@ def _norm(x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class TermJacobian:
-    """A term's derivatives at one state (``None``: identically zero).
+    """A term's value and derivatives at one state (``None``: identically zero).
 
     Attributes:
+        value: the term, ``(N, D)``, as calling it gives it (to the bit).
         q, v: ``[i, a, j, b] = ∂term_{i,a} / ∂q_{j,b}`` (resp. ``v``), ``(N, D, N, D)``.
         masses: ``[i, a, j] = ∂term_{i,a} / ∂m_j``, ``(N, D, N)``.
     """
 
+    value: Tensor
     q: Tensor | None = None
     v: Tensor | None = None
     masses: Tensor | None = None
@@ -148,7 +151,7 @@ class _Unit:
         return e.to(q.dtype).expand_as(q)
 
     def jacobian(self, q: Tensor, v: Tensor, m: Tensor) -> TermJacobian:
-        return TermJacobian()
+        return TermJacobian(self(q, v, m))
 
 
 class _Radial:
@@ -175,7 +178,7 @@ class _Radial:
             r = _norm(x).clamp_min(1e-300).unsqueeze(-1)  # (N, 1, 1)
             outer = x.unsqueeze(-1) * x.unsqueeze(-2)
             block = r**self.power * eye + self.power * r ** (self.power - 2) * outer
-        return TermJacobian(**{self.of: _own(block)})
+        return TermJacobian(self(q, v, m), **{self.of: _own(block)})
 
 
 class _Pair:
@@ -200,14 +203,15 @@ class _Pair:
 
     def jacobian(self, q: Tensor, v: Tensor, m: Tensor) -> TermJacobian:
         diff, eye, r = self._geometry(q)
+        w = (1.0 - eye) * m.to(q.dtype) / r**self.n  # as __call__ weighs the pairs
+        value = (w.unsqueeze(-1) * diff).sum(-2)
         per_mass = (1.0 - eye) / r**self.n  # (N, N)
-        w = per_mass * m.to(q.dtype)
         outer = diff.unsqueeze(-1) * diff.unsqueeze(-2)
         block = w[..., None, None] * torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
         block = block - (self.n * w / r**2)[..., None, None] * outer  # (i, j, a, b)
         block = block - eye[..., None, None] * block.sum(1, keepdim=True)
         masses = (per_mass.unsqueeze(-1) * diff).permute(0, 2, 1)  # (i, a, j)
-        return TermJacobian(q=block.permute(0, 2, 1, 3), masses=masses)
+        return TermJacobian(value, q=block.permute(0, 2, 1, 3), masses=masses)
 
 
 #: the families of particle terms; a kind of correction declares the families it can represent

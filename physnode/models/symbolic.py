@@ -74,15 +74,16 @@ class SymbolicTerms(StructuredCorrection):
         nd = q.numel()
         d_y = y.new_zeros(nd, 2 * nd)
         d_m = y.new_zeros(nd, masses.numel())
+        values = []
         for k, term in enumerate(self._functions):
             jac = term.jacobian(q, v, masses)
+            values.append(jac.value)
             if jac.q is not None:
                 d_y[:, :nd] += c[k] * jac.q.reshape(nd, nd)
             if jac.v is not None:
                 d_y[:, nd:] += c[k] * jac.v.reshape(nd, nd)
             if jac.masses is not None:
                 d_m += c[k] * jac.masses.reshape(nd, -1)
-        values = [term(q, v, masses) for term in self._functions]
         g = sum(c[k] * value for k, value in enumerate(values))  # as forward sums them
         return g.flatten(-2), d_y, d_m, torch.stack([x.reshape(-1) for x in values], dim=1)
 
