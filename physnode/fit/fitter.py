@@ -572,6 +572,15 @@ class Fitter:
                 )
         self._results(prob)
 
+    @property
+    def _errors(self) -> np.ndarray:
+        """The misfits the RMSEs are of, ``(T, M)``: the positions' for particle data (the
+        first ``N·D`` observed components), else every observed component's."""
+        if self._prob.particles is None:
+            return self._misfits
+        n, d = self._prob.particles
+        return self._misfits[:, : n * d]
+
     def _results(self, prob: FitProblem) -> None:
         """Everything read from the fitted model once ``uncertainties_`` are set: parameters,
         RMSEs, the prediction, the discovered law, the network's weights."""
@@ -582,14 +591,9 @@ class Fitter:
         pred = ys.cpu().numpy()
         obs = prob.observed.cpu().numpy()
         idx = prob.index.cpu().numpy()
-        if prob.particles is not None:
-            n, d = prob.particles
-            err = pred[:, : n * d] - obs[:, : n * d]
-        else:
-            err = pred[:, idx] - obs
-        # misfits: positions (or the state) (T, M), and every observed component (T, C),
-        # on which the symbolic refit compares laws
-        self._errors, self._misfits = err, pred[:, idx] - obs
+        # every observed component (T, C), on which the symbolic refit compares laws
+        self._misfits = pred[:, idx] - obs
+        err = self._errors
         self.train_rmse_ = _rmse(err[: prob.n_fit])
         self.validation_rmse_ = _rmse(err[prob.n_fit : prob.n_train])
         self.extrapolation_rmse_ = _rmse(err[prob.n_train :])
