@@ -29,7 +29,7 @@ from physnode.fit.problem import FitProblem
 from physnode.fit.uncertainty import covariance_sigma
 from physnode.solver import sensitivities
 
-__all__ = ["Finish", "Linearisation", "least_squares_finish", "linearise"]
+__all__ = ["Finish", "Linearisation", "least_squares_finish", "linearise", "observed_kinds"]
 
 #: the finish's solver: DOP853 (at this tolerance it takes ~5x fewer steps than dopri5, so
 #: the augmented solves cost less whatever method the fit used) with tolerances tight enough
@@ -209,7 +209,7 @@ class _Residuals:
         prob = objective.problem
         self.prob, self.m = prob, prob.n_train
         self.index = prob.index
-        self.kinds = _kinds(prob)
+        self.kinds = observed_kinds(prob)
         self.evaluations = 0
         # the finish's own budget (its tolerances differ from the fit's): the first point,
         # the fit's result, sets it
@@ -285,7 +285,7 @@ def _columns(jac: torch.Tensor, space: _Space) -> torch.Tensor:
     return torch.cat([jac[:, dim:], jac[:, first_free:dim]], dim=1)
 
 
-def _kinds(prob: FitProblem) -> dict[str, np.ndarray]:
+def observed_kinds(prob: FitProblem) -> dict[str, np.ndarray]:
     """Observed components grouped by kind: ``positions`` and ``velocities`` for particle
     data (blocks of ``N·D`` components), ``state`` otherwise."""
     m = len(prob.index)

@@ -53,7 +53,7 @@ import torch
 
 from physnode.data import Trajectory
 from physnode.errors import SolverError
-from physnode.fit.least_squares import Linearisation, _kinds, linearise
+from physnode.fit.least_squares import Linearisation, linearise, observed_kinds
 from physnode.fit.objective import MIN_STEP_BUDGET
 from physnode.fit.readout import absorb, degenerate_terms
 from physnode.fit.selection import VALIDATION
@@ -511,7 +511,7 @@ def _criterion(law: _Law) -> float:
     prob = fitter._prob
     r = fitter._misfits[: prob.n_fit]
     total, n = 0.0, 0
-    for columns in _kinds(prob).values():
+    for columns in observed_kinds(prob).values():
         rss, n_k = float(np.sum(r[:, columns] ** 2)), r[:, columns].size
         total += n_k * math.log(max(rss / n_k, 1e-300))
         n += n_k
